@@ -1,0 +1,29 @@
+/*
+ * alloc.h - the one allocation wrapper every module of gatemq uses.
+ *
+ * Tests may make the Nth allocation from now on fail (gmq_alloc_fail_at) to
+ * check that callers clean up and report an error. Returned memory is freed
+ * with gmq_free; gmq_free(NULL) is a no-op. On failure NULL is returned and
+ * nothing is leaked.
+ */
+#ifndef GATEMQ_ALLOC_H
+#define GATEMQ_ALLOC_H
+
+#include <stddef.h>
+
+void *gmq_malloc(size_t n);
+void *gmq_calloc(size_t count, size_t size);
+void *gmq_realloc(void *p, size_t n);
+void gmq_free(void *p);
+/* Copy of s[0..len) with a terminating NUL. */
+char *gmq_strndup(const char *s, size_t len);
+char *gmq_strdup(const char *s);
+
+/* Fault injection for tests: the nth allocation counted from this call
+ * (1 = the next one) fails, and every one after it succeeds again.
+ * n = 0 turns injection off. Applies to the calling thread only. */
+void gmq_alloc_fail_at(unsigned long n);
+/* Allocations made since the last gmq_alloc_fail_at() call. */
+unsigned long gmq_alloc_count(void);
+
+#endif
