@@ -51,14 +51,25 @@ $(B)/libgatemq.a: $(CORE_OBJ)
 $(B)/gatemq: $(B)/broker/main.o $(B)/libgatemq.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/gatemq-bench: $(B)/tools/gatemq-bench.o $(B)/libgatemq.a
+# The codec alone: what tools and codec tests link.
+$(B)/libproto.a: $(PROTO_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/gatemq-bench: $(B)/tools/gatemq-bench.o $(B)/libproto.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# Unit tests: test_proto_* need only the codec, the others the whole core.
+$(B)/tests/test_proto_%: $(B)/tests/unit/test_proto_%.o $(B)/libproto.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(TESTLIBS) $(LIBS)
 
 $(B)/tests/test_%: $(B)/tests/unit/test_%.o $(B)/libgatemq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TESTLIBS) $(LIBS)
 
-$(B)/tests/it_%: $(B)/tests/integration/it_%.o $(IT_LIB_OBJ) $(B)/libgatemq.a
+# Integration tests drive the real binary; they link the codec and the harness.
+$(B)/tests/it_%: $(B)/tests/integration/it_%.o $(IT_LIB_OBJ) $(B)/libproto.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TESTLIBS) $(LIBS)
 

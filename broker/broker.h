@@ -1,0 +1,238 @@
+/*
+ * broker.h - the broker's internal model, shared by the files of broker/.
+ *
+ * One `broker` owns one event loop and everything that loop serves: its
+ * listeners, connections, sessions, subscription tree, retained store and
+ * counters. There are no globals, so several brokers (one per core) can share
+ * a process later.
+ *
+ * Ownership:
+ *  - broker owns listeners, conns (list `conns`) and sessions (map by id).
+ *  - A conn points to its session while attached; a session points back to
+ *    its conn (NULL while the client is offline).
+ *  - A conn is never freed inside one of its own callbacks: conn_close() marks
+ *    it closing and the loop's prepare hook reaps it (see server.c).
+ */
+#ifndef GATEMQ_BROKER_H
+#define GATEMQ_BROKER_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "broker/config.h"
+#include "broker/msg.h"
+#include "broker/retain.h"
+#include "broker/topictree.h"
+#include "mqtt.h"
+
+typedef struct broker broker;
+typedef struct conn conn;
+typedef struct session session;
+typedef struct listener listener;
+
+/* ---- transport seam ---------------------------------------------------- */
+
+/* Results of transport recv/send besides a byte count (> 0) or EOF (0). */
+enum { GMQ_IO_ERROR = -1, GMQ_IO_WANT_READ = -2, GMQ_IO_WANT_WRITE = -3 };
+
+/* How a connection moves bytes: plain TCP today, TLS next. recv/send return
+ * bytes moved (> 0), 0 on orderly EOF (recv only), or a GMQ_IO_* code. */
+typedef struct transport_ops {
+    const char *name;
+    ptrdiff_t (*recv)(conn *c, uint8_t *buf, size_t len);
+    ptrdiff_t (*send)(conn *c, const uint8_t *buf, size_t len);
+    void (*free)(conn *c); /* releases c->tp_ctx; the fd is closed by the caller */
+} transport_ops;
+
+extern const transport_ops gmq_tcp_transport;
+
+/* ---- listeners --------------------------------------------------------- */
+
+struct listener {
+    broker *b;
+    const gmq_listener_cfg *cfg;
+    int fd;
+    ev_io io;
+};
+
+/* ---- sessions ---------------------------------------------------------- */
+
+/* One subscription of a session, kept so it can be removed from the tree
+ * when the session ends (and, later, persisted). */
+typedef struct sub {
+    char *filter;
+    uint8_t qos;
+} session_sub;
+
+/* An outgoing QoS 1/2 message awaiting its acknowledgement. */
+enum { OUT_WAIT_PUBACK, OUT_WAIT_PUBREC, OUT_WAIT_PUBCOMP };
+typedef struct outmsg {
+    gmq_msg *msg; /* NULL once PUBREC arrived: only PUBREL/PUBCOMP remain */
+    uint16_t packet_id;
+    uint8_t qos;
+    uint8_t state;
+    bool retain; /* RETAIN flag of the PUBLISH we send */
+} outmsg;
+
+/* A message waiting for room in the in-flight window (or for the client). */
+typedef struct queued {
+    gmq_msg *msg;
+    uint8_t qos;
+    bool retain;
+} queued;
+
+struct session {
+    broker *b;
+    char *client_id;
+    bool clean;
+    bool anonymous;
+    conn *c; /* NULL while offline */
+
+    session_sub *subs;
+    size_t nsubs, capsubs;
+
+    outmsg *inflight; /* in send order */
+    size_t ninflight, capinflight;
+
+    queued *queue; /* ring buffer */
+    size_t qhead, qlen, qcap;
+    size_t qbytes;
+
+    uint16_t *rx_qos2; /* QoS 2 packet ids received, PUBREL not yet */
+    size_t nrx_qos2, caprx_qos2;
+
+    uint16_t next_id;
+
+    /* Scratch for routing one message: fold overlapping subscriptions. */
+    uint64_t match_gen;
+    uint8_t match_qos;
+    session *match_next;
+};
+
+/* ---- connections ------------------------------------------------------- */
+
+enum conn_state { CONN_NEW, CONN_ACTIVE, CONN_CLOSING };
+
+struct conn {
+    broker *b;
+    listener *l;
+    int fd;
+    enum conn_state state;
+    const transport_ops *tp;
+    void *tp_ctx;
+    ev_io rio, wio;
+    ev_timer timer; /* connect timeout, then keep alive */
+    ev_tstamp last_rx;
+    uint16_t keepalive;
+
+    uint8_t *rbuf; /* partial packet carried between reads; NULL when none */
+    size_t rlen, rcap;
+    uint8_t *wbuf; /* bytes not yet written; NULL when none */
+    size_t woff, wlen, wcap;
+    bool flush_pending; /* on b->flush list */
+
+    session *s;
+    gmq_msg *will;       /* this connection's will, NULL: none */
+    bool send_will;      /* publish the will when reaped (abnormal close) */
+    bool counted;        /* included in stats.clients_connected */
+    bool close_after_flush;
+    char peer[64];
+
+    conn *prev, *next;  /* b->conns */
+    conn *flush_next;   /* b->flush list */
+    conn *closing_next; /* b->closing list */
+};
+
+/* ---- counters ---------------------------------------------------------- */
+
+typedef struct broker_stats {
+    uint64_t msgs_received, msgs_sent;
+    uint64_t bytes_received, bytes_sent;
+    uint64_t msgs_dropped;
+    uint64_t connections_refused;
+    unsigned clients_connected;
+    unsigned conns_open;
+} broker_stats;
+
+/* A string -> session map with open addressing. */
+typedef struct session_map {
+    session **slots;
+    size_t cap, count;
+} session_map;
+
+struct broker {
+    struct ev_loop *loop;
+    const gmq_config *cfg;
+    listener *listeners;
+    size_t nlisteners;
+
+    conn *conns;
+    conn *flush;
+    conn *closing;
+    session_map sessions;
+
+    topictree *subs;
+    retain_store *retained;
+    broker_stats stats;
+    uint64_t match_gen;
+    uint64_t next_msg_id;
+    uint64_t next_auto_id;
+    ev_tstamp started;
+
+    uint8_t *scratch; /* read buffer shared by every conn of this loop */
+    size_t scratch_len;
+
+    ev_prepare prepare;
+    ev_timer sys_timer;
+    bool stopping;
+};
+
+/* server.c */
+broker *broker_new(struct ev_loop *loop, const gmq_config *cfg);
+int broker_listen(broker *b);
+void broker_shutdown(broker *b);
+void broker_free(broker *b);
+
+/* conn.c */
+conn *conn_new(broker *b, listener *l, int fd, const struct sockaddr *sa, socklen_t salen);
+void conn_close(conn *c, const char *reason);
+void conn_reap(conn *c);
+void conn_flush(conn *c);
+/* Reserve n bytes at the end of the write buffer (NULL on no memory); the
+ * caller writes them and calls conn_commit. */
+uint8_t *conn_reserve(conn *c, size_t n);
+void conn_commit(conn *c, size_t n);
+size_t conn_pending_bytes(const conn *c);
+
+/* session.c */
+session *session_new(broker *b, const char *id, size_t idlen);
+/* Ends a session: removes its subscriptions from the tree, drops its
+ * messages, takes it out of the map and frees it. */
+void session_destroy(session *s);
+session *session_map_get(const session_map *m, const char *id, size_t len);
+int session_map_put(session_map *m, session *s);
+void session_map_del(session_map *m, session *s);
+void session_map_free(session_map *m);
+int session_subscribe(session *s, const char *filter, size_t flen, uint8_t qos);
+bool session_unsubscribe(session *s, const char *filter, size_t flen);
+void session_deliver(session *s, gmq_msg *m, uint8_t qos, bool retain);
+void session_resume(session *s);
+void session_pump(session *s);
+int session_ack(session *s, uint8_t type, uint16_t packet_id);
+bool session_rx_qos2_has(const session *s, uint16_t id);
+int session_rx_qos2_add(session *s, uint16_t id);
+void session_rx_qos2_del(session *s, uint16_t id);
+
+/* router.c */
+void router_publish(broker *b, gmq_msg *m);
+void router_send_retained(broker *b, session *s, const char *filter, size_t flen,
+                          uint8_t granted);
+
+/* sys.c */
+void sys_start(broker *b);
+void sys_publish(broker *b);
+
+#endif

@@ -1,0 +1,292 @@
+#include "broker/config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/alloc.h"
+#include "broker/log.h"
+#include "mqtt.h"
+
+const char gmq_config_default_text[] =
+    "# embedded default: plain MQTT on loopback, anonymous clients allowed\n"
+    "listener 1883 127.0.0.1\n"
+    "allow_anonymous true\n"
+    "anonymous_deny_subscribe test/nosubscribe\n";
+
+#define MAX_ARGS 8
+
+typedef struct parser {
+    const char *name;
+    int line;
+    char *err;
+    size_t errlen;
+} parser;
+
+static int fail(parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(parser *p, const char *fmt, ...)
+{
+    int n = snprintf(p->err, p->errlen, "%s:%d: ", p->name, p->line);
+    if (n < 0 || (size_t)n >= p->errlen)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void gmq_config_defaults(gmq_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->log_level = GMQ_LOG_NOTICE;
+    c->max_packet_size = 16u * 1024 * 1024;
+    c->max_connect_size = 64u * 1024;
+    c->connect_timeout = 10;
+    c->max_connections = 100000;
+    c->max_inflight = 20;
+    c->max_queued = 1000;
+    c->max_queued_bytes = 0;
+    c->sys_interval = 10;
+}
+
+void gmq_config_free(gmq_config *c)
+{
+    for (size_t i = 0; i < c->nlisteners; i++)
+        gmq_free(c->listeners[i].address);
+    gmq_free(c->listeners);
+    for (size_t i = 0; i < c->nanon_deny; i++)
+        gmq_free(c->anon_deny[i]);
+    gmq_free(c->anon_deny);
+    memset(c, 0, sizeof(*c));
+}
+
+static int parse_uint(parser *p, const char *key, const char *s, unsigned long long min,
+                      unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    if (*s == '-' || *s == '+')
+        return fail(p, "%s: '%s' is not a non-negative integer", key, s);
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end)
+        return fail(p, "%s: '%s' is not a non-negative integer", key, s);
+    if (v < min || v > max)
+        return fail(p, "%s: %llu is out of range %llu..%llu", key, v, min, max);
+    *out = v;
+    return 0;
+}
+
+static int parse_bool(parser *p, const char *key, const char *s, bool *out)
+{
+    if (strcmp(s, "true") == 0)
+        *out = true;
+    else if (strcmp(s, "false") == 0)
+        *out = false;
+    else
+        return fail(p, "%s: expected true or false, got '%s'", key, s);
+    return 0;
+}
+
+static int add_listener(parser *p, gmq_config *c, char **argv, int argc)
+{
+    unsigned long long port;
+    if (argc < 2 || argc > 3)
+        return fail(p, "listener: expected PORT [ADDRESS]");
+    if (parse_uint(p, "listener", argv[1], 1, 65535, &port))
+        return -1;
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        const gmq_listener_cfg *o = &c->listeners[i];
+        const char *oa = o->address ? o->address : "";
+        if (o->port == port && strcmp(oa, argc == 3 ? argv[2] : "") == 0)
+            return fail(p, "listener %llu %s is already declared at line %d", port,
+                        argc == 3 ? argv[2] : "", o->line);
+    }
+    gmq_listener_cfg *l = gmq_realloc(c->listeners, (c->nlisteners + 1) * sizeof(*l));
+    if (!l)
+        return fail(p, "out of memory");
+    c->listeners = l;
+    l = &c->listeners[c->nlisteners];
+    memset(l, 0, sizeof(*l));
+    l->port = (uint16_t)port;
+    l->line = p->line;
+    if (argc == 3 && !(l->address = gmq_strdup(argv[2])))
+        return fail(p, "out of memory");
+    c->nlisteners++;
+    return 0;
+}
+
+static int add_deny(parser *p, gmq_config *c, const char *filter)
+{
+    if (!mqtt_topic_filter_valid((const uint8_t *)filter, strlen(filter)))
+        return fail(p, "anonymous_deny_subscribe: '%s' is not a valid topic filter", filter);
+    char **v = gmq_realloc(c->anon_deny, (c->nanon_deny + 1) * sizeof(*v));
+    if (!v)
+        return fail(p, "out of memory");
+    c->anon_deny = v;
+    if (!(v[c->nanon_deny] = gmq_strdup(filter)))
+        return fail(p, "out of memory");
+    c->nanon_deny++;
+    return 0;
+}
+
+static int directive(parser *p, gmq_config *c, char **argv, int argc)
+{
+    const char *k = argv[0];
+    unsigned long long v;
+    gmq_listener_cfg *l = c->nlisteners ? &c->listeners[c->nlisteners - 1] : NULL;
+
+    if (strcmp(k, "listener") == 0)
+        return add_listener(p, c, argv, argc);
+    if (argc != 2)
+        return fail(p, "%s: expected exactly one value", k);
+    const char *a = argv[1];
+
+    if (strcmp(k, "allow_anonymous") == 0) {
+        if (!l)
+            return fail(p, "%s must follow a listener line", k);
+        return parse_bool(p, k, a, &l->allow_anonymous);
+    }
+    if (strcmp(k, "log_level") == 0) {
+        if ((c->log_level = gmq_log_level_parse(a)) < 0)
+            return fail(p, "log_level: expected error, warning, notice, info or debug, got '%s'", a);
+        return 0;
+    }
+    if (strcmp(k, "max_packet_size") == 0) {
+        if (parse_uint(p, k, a, 16, MQTT_MAX_REMAINING_LENGTH + MQTT_MAX_HEADER, &v))
+            return -1;
+        c->max_packet_size = (size_t)v;
+        return 0;
+    }
+    if (strcmp(k, "max_connect_size") == 0) {
+        if (parse_uint(p, k, a, 16, MQTT_MAX_REMAINING_LENGTH + MQTT_MAX_HEADER, &v))
+            return -1;
+        c->max_connect_size = (size_t)v;
+        return 0;
+    }
+    if (strcmp(k, "connect_timeout") == 0) {
+        if (parse_uint(p, k, a, 1, 3600, &v))
+            return -1;
+        c->connect_timeout = (double)v;
+        return 0;
+    }
+    if (strcmp(k, "max_connections") == 0) {
+        if (parse_uint(p, k, a, 0, 10000000, &v))
+            return -1;
+        c->max_connections = (unsigned)v;
+        return 0;
+    }
+    if (strcmp(k, "max_inflight_messages") == 0) {
+        if (parse_uint(p, k, a, 1, 65535, &v))
+            return -1;
+        c->max_inflight = (unsigned)v;
+        return 0;
+    }
+    if (strcmp(k, "max_queued_messages") == 0) {
+        if (parse_uint(p, k, a, 0, 100000000, &v))
+            return -1;
+        c->max_queued = (unsigned)v;
+        return 0;
+    }
+    if (strcmp(k, "max_queued_bytes") == 0) {
+        if (parse_uint(p, k, a, 0, (unsigned long long)SIZE_MAX / 2, &v))
+            return -1;
+        c->max_queued_bytes = (size_t)v;
+        return 0;
+    }
+    if (strcmp(k, "sys_interval") == 0) {
+        if (parse_uint(p, k, a, 0, 86400, &v))
+            return -1;
+        c->sys_interval = (unsigned)v;
+        return 0;
+    }
+    if (strcmp(k, "anonymous_deny_subscribe") == 0)
+        return add_deny(p, c, a);
+    return fail(p, "unknown key '%s'", k);
+}
+
+int gmq_config_parse(const char *text, const char *name, gmq_config *out, char *err,
+                     size_t errlen)
+{
+    parser p = {.name = name, .line = 0, .err = err, .errlen = errlen};
+    gmq_config_defaults(out);
+    const char *s = text;
+    char buf[4096];
+    while (*s) {
+        const char *eol = strchr(s, '\n');
+        size_t n = eol ? (size_t)(eol - s) : strlen(s);
+        p.line++;
+        if (n >= sizeof(buf)) {
+            fail(&p, "line longer than %zu bytes", sizeof(buf) - 1);
+            goto error;
+        }
+        memcpy(buf, s, n);
+        buf[n] = '\0';
+        s += n + (eol ? 1 : 0);
+
+        char *hash = strchr(buf, '#');
+        if (hash)
+            *hash = '\0';
+        char *argv[MAX_ARGS + 1];
+        int argc = 0;
+        for (char *save = NULL, *t = strtok_r(buf, " \t\r", &save); t;
+             t = strtok_r(NULL, " \t\r", &save)) {
+            if (argc == MAX_ARGS) {
+                fail(&p, "too many values");
+                goto error;
+            }
+            argv[argc++] = t;
+        }
+        if (argc == 0)
+            continue;
+        if (directive(&p, out, argv, argc))
+            goto error;
+    }
+    if (out->nlisteners == 0) {
+        fail(&p, "no listener configured");
+        goto error;
+    }
+    return 0;
+error:
+    gmq_config_free(out);
+    return -1;
+}
+
+int gmq_config_load(const char *path, gmq_config *out, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    char *text = NULL;
+    int rc = -1;
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fseek(f, 0, SEEK_END) != 0)
+        goto io_error;
+    long size = ftell(f);
+    if (size < 0 || size > 64L * 1024 * 1024)
+        goto io_error;
+    rewind(f);
+    if (!(text = gmq_malloc((size_t)size + 1))) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        goto out;
+    }
+    if (fread(text, 1, (size_t)size, f) != (size_t)size)
+        goto io_error;
+    text[size] = '\0';
+    if (memchr(text, '\0', (size_t)size)) {
+        snprintf(err, errlen, "%s: contains a NUL byte", path);
+        goto out;
+    }
+    rc = gmq_config_parse(text, path, out, err, errlen);
+    goto out;
+io_error:
+    snprintf(err, errlen, "%s: cannot read: %s", path, errno ? strerror(errno) : "too large");
+out:
+    gmq_free(text);
+    fclose(f);
+    return rc;
+}

@@ -1,0 +1,421 @@
+/*
+ * conn.c - one client connection: socket I/O through a transport, framing,
+ * output buffering, timers, and the close/reap life cycle.
+ *
+ * Reading: bytes are read into the loop's shared scratch buffer and parsed in
+ * place; only the tail of an incomplete packet is copied into the
+ * connection's own rbuf, so an idle connection holds no read buffer.
+ * Writing: packets are appended to wbuf and written once per loop iteration
+ * by the broker's prepare hook (many packets per system call).
+ * Closing: conn_close() only marks the connection; conn_reap() releases it
+ * from the prepare hook, outside every callback that might still use it.
+ */
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "broker/alloc.h"
+#include "broker/broker.h"
+#include "broker/handle.h"
+#include "broker/log.h"
+
+/* ---- plain TCP transport ------------------------------------------------ */
+
+static ptrdiff_t tcp_recv(conn *c, uint8_t *buf, size_t len)
+{
+    ssize_t n = recv(c->fd, buf, len, 0);
+    if (n >= 0)
+        return n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return GMQ_IO_WANT_READ;
+    return GMQ_IO_ERROR;
+}
+
+static ptrdiff_t tcp_send(conn *c, const uint8_t *buf, size_t len)
+{
+    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+    if (n >= 0)
+        return n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return GMQ_IO_WANT_WRITE;
+    return GMQ_IO_ERROR;
+}
+
+static void tcp_free(conn *c)
+{
+    (void)c;
+}
+
+const transport_ops gmq_tcp_transport = {
+    .name = "tcp",
+    .recv = tcp_recv,
+    .send = tcp_send,
+    .free = tcp_free,
+};
+
+/* ---- life cycle ---------------------------------------------------------- */
+
+static void on_read(struct ev_loop *loop, ev_io *w, int revents);
+static void on_write(struct ev_loop *loop, ev_io *w, int revents);
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents);
+
+static void format_peer(const struct sockaddr *sa, char *out, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+        snprintf(out, len, "%s:%u", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+        snprintf(out, len, "[%s]:%u", host, port);
+    } else {
+        snprintf(out, len, "unknown");
+    }
+}
+
+conn *conn_new(broker *b, listener *l, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+    (void)salen;
+    conn *c = gmq_calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->b = b;
+    c->l = l;
+    c->fd = fd;
+    c->state = CONN_NEW;
+    c->tp = &gmq_tcp_transport;
+    c->send_will = true;
+    format_peer(sa, c->peer, sizeof(c->peer));
+
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+    ev_io_init(&c->rio, on_read, fd, EV_READ);
+    ev_io_init(&c->wio, on_write, fd, EV_WRITE);
+    c->rio.data = c->wio.data = c->timer.data = c;
+    ev_io_start(b->loop, &c->rio);
+    /* Until CONNECT arrives the timer is the connect timeout. */
+    ev_timer_init(&c->timer, on_timer, b->cfg->connect_timeout, 0);
+    ev_timer_start(b->loop, &c->timer);
+    c->last_rx = ev_now(b->loop);
+
+    c->next = b->conns;
+    if (b->conns)
+        b->conns->prev = c;
+    b->conns = c;
+    b->stats.conns_open++;
+    return c;
+}
+
+void conn_close(conn *c, const char *reason)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    broker *b = c->b;
+    if (c->s)
+        LOG_INFO("client %s (%s) disconnected: %s", c->s->client_id, c->peer, reason);
+    else
+        LOG_INFO("connection from %s closed: %s", c->peer, reason);
+    c->state = CONN_CLOSING;
+    ev_io_stop(b->loop, &c->rio);
+    ev_io_stop(b->loop, &c->wio);
+    ev_timer_stop(b->loop, &c->timer);
+    c->closing_next = b->closing;
+    b->closing = c;
+}
+
+/* Called from the prepare hook only. Detaches the session (ending it when it
+ * was a clean one), publishes the will of an abnormal close, frees c. */
+void conn_reap(conn *c)
+{
+    broker *b = c->b;
+    assert(c->state == CONN_CLOSING);
+    if (c->close_after_flush && c->wlen > c->woff)
+        c->tp->send(c, c->wbuf + c->woff, c->wlen - c->woff); /* best effort */
+
+    session *s = c->s;
+    if (s) {
+        s->c = NULL;
+        c->s = NULL;
+        if (s->clean)
+            session_destroy(s);
+    }
+    if (c->counted)
+        b->stats.clients_connected--;
+    if (c->will) {
+        /* [MQTT-3.1.2-8]: published when the connection ends without DISCONNECT. */
+        if (c->send_will && !b->stopping) {
+            if (c->will->retain && retain_set(b->retained, c->will))
+                LOG_WARN("will on %s: no memory to retain it", c->will->topic);
+            router_publish(b, c->will);
+        }
+        gmq_msg_unref(c->will);
+    }
+    c->tp->free(c);
+    close(c->fd);
+    gmq_free(c->rbuf);
+    gmq_free(c->wbuf);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        b->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    b->stats.conns_open--;
+    gmq_free(c);
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+size_t conn_pending_bytes(const conn *c)
+{
+    return c->wlen - c->woff;
+}
+
+uint8_t *conn_reserve(conn *c, size_t n)
+{
+    if (c->wcap - c->wlen < n) {
+        if (c->woff) {
+            memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+            c->wlen -= c->woff;
+            c->woff = 0;
+        }
+        if (c->wcap - c->wlen < n) {
+            size_t ncap = c->wcap ? c->wcap : 1024;
+            while (ncap - c->wlen < n)
+                ncap *= 2;
+            uint8_t *nb = gmq_realloc(c->wbuf, ncap);
+            if (!nb)
+                return NULL;
+            c->wbuf = nb;
+            c->wcap = ncap;
+        }
+    }
+    return c->wbuf + c->wlen;
+}
+
+void conn_commit(conn *c, size_t n)
+{
+    assert(c->wcap - c->wlen >= n);
+    c->wlen += n;
+    if (!c->flush_pending && c->state != CONN_CLOSING) {
+        c->flush_pending = true;
+        c->flush_next = c->b->flush;
+        c->b->flush = c;
+    }
+}
+
+/* Write what is buffered; wait for writability when the socket is full. */
+void conn_flush(conn *c)
+{
+    broker *b = c->b;
+    while (c->wlen > c->woff && c->state != CONN_CLOSING) {
+        ptrdiff_t n = c->tp->send(c, c->wbuf + c->woff, c->wlen - c->woff);
+        if (n > 0) {
+            c->woff += (size_t)n;
+            b->stats.bytes_sent += (uint64_t)n;
+        } else if (n == GMQ_IO_WANT_WRITE) {
+            ev_io_start(b->loop, &c->wio);
+            return;
+        } else if (n == GMQ_IO_WANT_READ) {
+            return; /* a TLS transport waits for the peer; rio is running */
+        } else {
+            conn_close(c, "write error");
+            return;
+        }
+    }
+    ev_io_stop(b->loop, &c->wio);
+    /* Nothing left: give the buffer back so idle connections stay small. */
+    gmq_free(c->wbuf);
+    c->wbuf = NULL;
+    c->woff = c->wlen = c->wcap = 0;
+    if (c->close_after_flush)
+        conn_close(c, "refused");
+}
+
+static void on_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_flush(w->data);
+}
+
+/* ---- input -------------------------------------------------------------- */
+
+static size_t packet_limit(const conn *c)
+{
+    return c->state == CONN_NEW ? c->b->cfg->max_connect_size : c->b->cfg->max_packet_size;
+}
+
+/* Handle every whole packet in buf[0..len); returns bytes consumed, or -1
+ * when the connection was closed. */
+static ptrdiff_t process(conn *c, const uint8_t *buf, size_t len)
+{
+    size_t off = 0;
+    while (off < len && c->state != CONN_CLOSING && !c->close_after_flush) {
+        mqtt_frame f;
+        ptrdiff_t r = mqtt_frame_split(buf + off, len - off, packet_limit(c), &f);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            char why[96];
+            snprintf(why, sizeof(why), "malformed packet: %s", mqtt_strerror((int)r));
+            conn_close(c, why);
+            return -1;
+        }
+        handle_packet(c, &f);
+        off += (size_t)r;
+    }
+    return c->state == CONN_CLOSING ? -1 : (ptrdiff_t)off;
+}
+
+/* Size of the packet starting at buf when its fixed header is complete,
+ * else 0. The header was already checked by mqtt_frame_split. */
+static size_t peek_packet_size(const uint8_t *buf, size_t len)
+{
+    size_t value = 0;
+    for (size_t i = 1; i < len && i <= 4; i++) {
+        value |= (size_t)(buf[i] & 0x7f) << (7 * (i - 1));
+        if (!(buf[i] & 0x80))
+            return 1 + i + value;
+    }
+    return 0;
+}
+
+/* Keep the unparsed tail buf[0..len) in c->rbuf, sized for the whole packet
+ * when its header tells (bounded by the packet limit already checked). */
+static int keep_tail(conn *c, const uint8_t *buf, size_t len)
+{
+    /* Memory follows the bytes actually received: a peer announcing a large
+     * packet gets at most 64 KiB until it sends more. */
+    size_t want = peek_packet_size(buf, len);
+    if (want > 65536)
+        want = 65536;
+    if (want < len)
+        want = len;
+    if (c->rcap < want) {
+        size_t ncap = want < 1024 ? 1024 : want;
+        uint8_t *nb = gmq_malloc(ncap);
+        if (!nb)
+            return -1;
+        gmq_free(c->rbuf);
+        c->rbuf = nb;
+        c->rcap = ncap;
+    }
+    memmove(c->rbuf, buf, len);
+    c->rlen = len;
+    return 0;
+}
+
+static void on_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    conn *c = w->data;
+    broker *b = c->b;
+    /* Bounded rounds per callback keep one busy client from starving others. */
+    for (int round = 0; round < 8 && c->state != CONN_CLOSING; round++) {
+        uint8_t *dst;
+        size_t room;
+        if (c->rlen) {
+            size_t limit = packet_limit(c);
+            if (c->rlen == c->rcap) {
+                size_t ncap = c->rcap * 2 < limit ? c->rcap * 2 : limit;
+                uint8_t *nb = ncap > c->rcap ? gmq_realloc(c->rbuf, ncap) : NULL;
+                if (!nb) {
+                    conn_close(c, "no memory for input");
+                    return;
+                }
+                c->rbuf = nb;
+                c->rcap = ncap;
+            }
+            dst = c->rbuf + c->rlen;
+            room = c->rcap - c->rlen;
+        } else {
+            dst = b->scratch;
+            room = b->scratch_len;
+        }
+        ptrdiff_t n = c->tp->recv(c, dst, room);
+        if (n == 0) {
+            conn_close(c, "connection closed by peer");
+            return;
+        }
+        if (n == GMQ_IO_WANT_READ)
+            return;
+        if (n == GMQ_IO_WANT_WRITE) {
+            ev_io_start(loop, &c->wio);
+            return;
+        }
+        if (n < 0) {
+            conn_close(c, "read error");
+            return;
+        }
+        b->stats.bytes_received += (uint64_t)n;
+        c->last_rx = ev_now(loop);
+
+        ptrdiff_t used;
+        if (c->rlen) {
+            c->rlen += (size_t)n;
+            if ((used = process(c, c->rbuf, c->rlen)) < 0)
+                return;
+            c->rlen -= (size_t)used;
+            if (c->rlen)
+                memmove(c->rbuf, c->rbuf + used, c->rlen);
+            else {
+                gmq_free(c->rbuf);
+                c->rbuf = NULL;
+                c->rcap = 0;
+            }
+        } else {
+            if ((used = process(c, dst, (size_t)n)) < 0)
+                return;
+            if ((size_t)used < (size_t)n && keep_tail(c, dst + used, (size_t)n - (size_t)used)) {
+                conn_close(c, "no memory for input");
+                return;
+            }
+        }
+        if ((size_t)n < room)
+            return; /* drained the socket */
+    }
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+void conn_start_keepalive(conn *c, uint16_t keepalive)
+{
+    broker *b = c->b;
+    ev_timer_stop(b->loop, &c->timer);
+    c->keepalive = keepalive;
+    if (keepalive == 0)
+        return; /* [MQTT-3.1.2-24] does not apply: keep alive is off */
+    ev_timer_set(&c->timer, keepalive * 1.5, 0);
+    ev_timer_start(b->loop, &c->timer);
+}
+
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    conn *c = w->data;
+    if (c->state == CONN_NEW) {
+        conn_close(c, "no CONNECT within connect_timeout");
+        return;
+    }
+    /* One and a half keep alive periods without a packet [MQTT-3.1.2-24]. */
+    ev_tstamp timeout = c->keepalive * 1.5;
+    ev_tstamp left = c->last_rx + timeout - ev_now(loop);
+    if (left <= 0) {
+        conn_close(c, "keep alive timeout");
+        return;
+    }
+    ev_timer_set(w, left, 0);
+    ev_timer_start(loop, w);
+}

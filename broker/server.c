@@ -1,0 +1,224 @@
+/*
+ * server.c - the broker object: listeners, accepting, and the once-per-loop
+ * work (reaping closed connections, flushing output).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "broker/alloc.h"
+#include "broker/broker.h"
+#include "broker/log.h"
+
+#define SCRATCH_SIZE (64 * 1024)
+#define ACCEPTS_PER_CALLBACK 64
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents);
+
+broker *broker_new(struct ev_loop *loop, const gmq_config *cfg)
+{
+    broker *b = gmq_calloc(1, sizeof(*b));
+    if (!b)
+        return NULL;
+    b->loop = loop;
+    b->cfg = cfg;
+    b->subs = topictree_new();
+    b->retained = retain_new();
+    b->scratch_len = SCRATCH_SIZE;
+    b->scratch = gmq_malloc(b->scratch_len);
+    if (!b->subs || !b->retained || !b->scratch) {
+        broker_free(b);
+        return NULL;
+    }
+    b->started = ev_time();
+    ev_prepare_init(&b->prepare, on_prepare);
+    b->prepare.data = b;
+    ev_prepare_start(loop, &b->prepare);
+    return b;
+}
+
+/* ---- accepting ------------------------------------------------------------ */
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    listener *l = w->data;
+    broker *b = l->b;
+    for (int i = 0; i < ACCEPTS_PER_CALLBACK; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                LOG_WARN("accept: %s; connections wait in the backlog", strerror(errno));
+                b->stats.connections_refused++;
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                       errno != ECONNABORTED) {
+                LOG_WARN("accept: %s", strerror(errno));
+            }
+            return;
+        }
+        if (b->stopping ||
+            (b->cfg->max_connections && b->stats.conns_open >= b->cfg->max_connections)) {
+            b->stats.connections_refused++;
+            LOG_DEBUG("connection refused: max_connections (%u) reached",
+                      b->cfg->max_connections);
+            close(fd);
+            continue;
+        }
+        if (!conn_new(b, l, fd, (struct sockaddr *)&ss, sl)) {
+            LOG_WARN("no memory for a new connection");
+            close(fd);
+        }
+    }
+}
+
+static int open_listener(listener *l)
+{
+    const gmq_listener_cfg *lc = l->cfg;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", lc->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_NUMERICHOST};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(lc->address, port, &hints, &res);
+    if (rc) {
+        LOG_ERROR("listener %s:%u: %s", lc->address ? lc->address : "*", lc->port,
+                  gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1;
+    int err = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (ai->ai_family == AF_INET6 && !lc->address) {
+            int zero = 0; /* one socket for IPv4 and IPv6 */
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+        }
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0)
+            break;
+        err = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        LOG_ERROR("listener %s:%u: %s", lc->address ? lc->address : "*", lc->port,
+                  strerror(err));
+        return -1;
+    }
+    l->fd = fd;
+    ev_io_init(&l->io, on_accept, fd, EV_READ);
+    l->io.data = l;
+    ev_io_start(l->b->loop, &l->io);
+    LOG_NOTICE("listening on %s port %u", lc->address ? lc->address : "all addresses",
+               lc->port);
+    return 0;
+}
+
+int broker_listen(broker *b)
+{
+    const gmq_config *cfg = b->cfg;
+    b->listeners = gmq_calloc(cfg->nlisteners, sizeof(*b->listeners));
+    if (!b->listeners)
+        return -1;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        listener *l = &b->listeners[i];
+        l->b = b;
+        l->cfg = &cfg->listeners[i];
+        l->fd = -1;
+        b->nlisteners++;
+        if (open_listener(l))
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- once per loop iteration ------------------------------------------- */
+
+/* Reap closed connections, then write what callbacks queued. Reaping can
+ * publish wills (more output) and flushing can close connections, so repeat
+ * until both lists are empty. */
+static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    broker *b = w->data;
+    while (b->closing || b->flush) {
+        while (b->closing) {
+            conn *c = b->closing;
+            b->closing = c->closing_next;
+            conn_reap(c);
+        }
+        while (b->flush) {
+            conn *c = b->flush;
+            b->flush = c->flush_next;
+            c->flush_pending = false;
+            if (c->state != CONN_CLOSING)
+                conn_flush(c);
+        }
+    }
+}
+
+/* Stop accepting and close every connection; wills are not published when
+ * the broker itself goes down. */
+void broker_shutdown(broker *b)
+{
+    b->stopping = true;
+    for (size_t i = 0; i < b->nlisteners; i++) {
+        if (b->listeners[i].fd >= 0) {
+            ev_io_stop(b->loop, &b->listeners[i].io);
+            close(b->listeners[i].fd);
+            b->listeners[i].fd = -1;
+        }
+    }
+    ev_timer_stop(b->loop, &b->sys_timer);
+    for (conn *c = b->conns; c; c = c->next) {
+        if (c->state != CONN_CLOSING && c->wlen > c->woff)
+            conn_flush(c);
+        conn_close(c, "broker shutting down");
+    }
+    on_prepare(b->loop, &b->prepare, 0);
+}
+
+void broker_free(broker *b)
+{
+    if (!b)
+        return;
+    if (b->conns)
+        broker_shutdown(b);
+    ev_prepare_stop(b->loop, &b->prepare);
+    /* Remaining persistent sessions. session_destroy edits the map, so
+     * detach the slot array first. */
+    session **slots = b->sessions.slots;
+    size_t cap = b->sessions.cap;
+    memset(&b->sessions, 0, sizeof(b->sessions));
+    for (size_t i = 0; i < cap; i++)
+        if (slots[i]) {
+            slots[i]->c = NULL;
+            session_destroy(slots[i]);
+        }
+    gmq_free(slots);
+    for (size_t i = 0; i < b->nlisteners; i++)
+        if (b->listeners[i].fd >= 0)
+            close(b->listeners[i].fd);
+    gmq_free(b->listeners);
+    if (b->subs)
+        topictree_free(b->subs);
+    if (b->retained)
+        retain_free(b->retained);
+    gmq_free(b->scratch);
+    gmq_free(b);
+}

@@ -1,0 +1,430 @@
+/*
+ * session.c - MQTT session state and delivery to one client.
+ *
+ * A session outlives its connections when clean session is 0 [MQTT-3.1.2-4]:
+ * it keeps the subscriptions, the outgoing QoS 1/2 messages in flight, the
+ * messages queued behind the in-flight window or while the client is offline,
+ * and the QoS 2 packet ids received but not yet released.
+ *
+ * Outgoing order: messages leave in the order they were handed to
+ * session_deliver, in-flight ones are resent in that order on reconnect
+ * [MQTT-4.4.0-1, MQTT-4.6.0-2..4].
+ */
+#include <assert.h>
+#include <string.h>
+
+#include "broker/alloc.h"
+#include "broker/broker.h"
+#include "broker/log.h"
+
+/* A QoS 0 message is dropped rather than buffered past this many bytes of
+ * unwritten output: a client that does not read must not grow the broker. */
+#define QOS0_WBUF_LIMIT (4u * 1024 * 1024)
+
+session *session_new(broker *b, const char *id, size_t idlen)
+{
+    session *s = gmq_calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->b = b;
+    if (!(s->client_id = gmq_strndup(id, idlen))) {
+        gmq_free(s);
+        return NULL;
+    }
+    s->next_id = 1;
+    return s;
+}
+
+void session_destroy(session *s)
+{
+    broker *b = s->b;
+    assert(!s->c);
+    for (size_t i = 0; i < s->nsubs; i++) {
+        topictree_remove(b->subs, s->subs[i].filter, strlen(s->subs[i].filter), s);
+        gmq_free(s->subs[i].filter);
+    }
+    gmq_free(s->subs);
+    for (size_t i = 0; i < s->ninflight; i++)
+        gmq_msg_unref(s->inflight[i].msg);
+    gmq_free(s->inflight);
+    for (size_t i = 0; i < s->qlen; i++)
+        gmq_msg_unref(s->queue[(s->qhead + i) % s->qcap].msg);
+    gmq_free(s->queue);
+    gmq_free(s->rx_qos2);
+    session_map_del(&b->sessions, s);
+    gmq_free(s->client_id);
+    gmq_free(s);
+}
+
+/* ---- session map: open addressing, linear probing, backward-shift delete -- */
+
+static size_t hash_id(const char *id, size_t len)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)id[i]) * 1099511628211ull;
+    return (size_t)(h ^ (h >> 32));
+}
+
+session *session_map_get(const session_map *m, const char *id, size_t len)
+{
+    if (!m->cap)
+        return NULL;
+    for (size_t i = hash_id(id, len) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        session *s = m->slots[i];
+        if (!s)
+            return NULL;
+        if (strncmp(s->client_id, id, len) == 0 && s->client_id[len] == '\0')
+            return s;
+    }
+}
+
+static void map_insert(session **slots, size_t cap, session *s)
+{
+    size_t i = hash_id(s->client_id, strlen(s->client_id)) & (cap - 1);
+    while (slots[i])
+        i = (i + 1) & (cap - 1);
+    slots[i] = s;
+}
+
+int session_map_put(session_map *m, session *s)
+{
+    if ((m->count + 1) * 4 > m->cap * 3) {
+        size_t ncap = m->cap ? m->cap * 2 : 64;
+        session **slots = gmq_calloc(ncap, sizeof(*slots));
+        if (!slots)
+            return -1;
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i])
+                map_insert(slots, ncap, m->slots[i]);
+        gmq_free(m->slots);
+        m->slots = slots;
+        m->cap = ncap;
+    }
+    map_insert(m->slots, m->cap, s);
+    m->count++;
+    return 0;
+}
+
+void session_map_del(session_map *m, session *s)
+{
+    if (!m->cap)
+        return;
+    size_t mask = m->cap - 1;
+    size_t i = hash_id(s->client_id, strlen(s->client_id)) & mask;
+    while (m->slots[i] && m->slots[i] != s)
+        i = (i + 1) & mask;
+    if (!m->slots[i])
+        return;
+    m->slots[i] = NULL;
+    m->count--;
+    /* Backward shift: move later members of the probe run into the hole
+     * when their home slot is at or before it (cyclically). */
+    for (size_t j = (i + 1) & mask; m->slots[j]; j = (j + 1) & mask) {
+        session *o = m->slots[j];
+        size_t home = hash_id(o->client_id, strlen(o->client_id)) & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            m->slots[i] = o;
+            m->slots[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+void session_map_free(session_map *m)
+{
+    gmq_free(m->slots);
+    memset(m, 0, sizeof(*m));
+}
+
+/* ---- subscriptions ----------------------------------------------------- */
+
+int session_subscribe(session *s, const char *filter, size_t flen, uint8_t qos)
+{
+    for (size_t i = 0; i < s->nsubs; i++) {
+        session_sub *e = &s->subs[i];
+        if (strncmp(e->filter, filter, flen) == 0 && e->filter[flen] == '\0') {
+            /* Same filter: replace the subscription [MQTT-3.8.4-3]. */
+            if (topictree_add(s->b->subs, filter, flen, s, qos))
+                return -1;
+            e->qos = qos;
+            return 0;
+        }
+    }
+    if (s->nsubs == s->capsubs) {
+        size_t ncap = s->capsubs ? s->capsubs * 2 : 4;
+        session_sub *v = gmq_realloc(s->subs, ncap * sizeof(*v));
+        if (!v)
+            return -1;
+        s->subs = v;
+        s->capsubs = ncap;
+    }
+    char *copy = gmq_strndup(filter, flen);
+    if (!copy)
+        return -1;
+    if (topictree_add(s->b->subs, filter, flen, s, qos)) {
+        gmq_free(copy);
+        return -1;
+    }
+    s->subs[s->nsubs++] = (session_sub){.filter = copy, .qos = qos};
+    return 0;
+}
+
+bool session_unsubscribe(session *s, const char *filter, size_t flen)
+{
+    for (size_t i = 0; i < s->nsubs; i++) {
+        session_sub *e = &s->subs[i];
+        if (strncmp(e->filter, filter, flen) == 0 && e->filter[flen] == '\0') {
+            topictree_remove(s->b->subs, filter, flen, s);
+            gmq_free(e->filter);
+            s->subs[i] = s->subs[--s->nsubs];
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- sending ----------------------------------------------------------- */
+
+static bool online(const session *s)
+{
+    return s->c && s->c->state == CONN_ACTIVE;
+}
+
+static int write_publish(session *s, gmq_msg *m, uint8_t qos, uint16_t id, bool dup,
+                         bool retain)
+{
+    mqtt_publish p = {
+        .topic = {(const uint8_t *)m->topic, m->topic_len},
+        .payload = {m->payload, m->payload_len},
+        .qos = qos,
+        .dup = dup,
+        .retain = retain,
+        .packet_id = id,
+    };
+    size_t n = mqtt_encode_publish(NULL, 0, &p);
+    uint8_t *buf = conn_reserve(s->c, n);
+    if (!buf)
+        return -1;
+    mqtt_encode_publish(buf, n, &p);
+    conn_commit(s->c, n);
+    s->b->stats.msgs_sent++;
+    return 0;
+}
+
+static int write_packet_id(conn *c, enum mqtt_type type, uint16_t id)
+{
+    uint8_t *buf = conn_reserve(c, 4);
+    if (!buf)
+        return -1;
+    mqtt_encode_packet_id(buf, 4, type, id);
+    conn_commit(c, 4);
+    return 0;
+}
+
+static bool id_in_flight(const session *s, uint16_t id)
+{
+    for (size_t i = 0; i < s->ninflight; i++)
+        if (s->inflight[i].packet_id == id)
+            return true;
+    return false;
+}
+
+static uint16_t next_packet_id(session *s)
+{
+    /* The window is at most 65535 entries, so a free id always exists. */
+    for (;;) {
+        uint16_t id = s->next_id++;
+        if (s->next_id == 0)
+            s->next_id = 1;
+        if (id && !id_in_flight(s, id))
+            return id;
+    }
+}
+
+/* Put a QoS 1/2 message in flight and send it. */
+static int send_inflight(session *s, gmq_msg *m, uint8_t qos, bool retain)
+{
+    if (s->ninflight == s->capinflight) {
+        size_t ncap = s->capinflight ? s->capinflight * 2 : 8;
+        outmsg *v = gmq_realloc(s->inflight, ncap * sizeof(*v));
+        if (!v)
+            return -1;
+        s->inflight = v;
+        s->capinflight = ncap;
+    }
+    uint16_t id = next_packet_id(s);
+    if (write_publish(s, m, qos, id, false, retain))
+        return -1;
+    s->inflight[s->ninflight++] = (outmsg){
+        .msg = gmq_msg_ref(m),
+        .packet_id = id,
+        .qos = qos,
+        .state = qos == 1 ? OUT_WAIT_PUBACK : OUT_WAIT_PUBREC,
+        .retain = retain,
+    };
+    return 0;
+}
+
+static bool queue_full(const session *s, const gmq_msg *m)
+{
+    const gmq_config *cfg = s->b->cfg;
+    if (cfg->max_queued && s->qlen >= cfg->max_queued)
+        return true;
+    if (cfg->max_queued_bytes && s->qbytes + m->payload_len > cfg->max_queued_bytes)
+        return true;
+    return false;
+}
+
+static int enqueue(session *s, gmq_msg *m, uint8_t qos, bool retain)
+{
+    if (s->qlen == s->qcap) {
+        size_t ncap = s->qcap ? s->qcap * 2 : 8;
+        queued *v = gmq_malloc(ncap * sizeof(*v));
+        if (!v)
+            return -1;
+        for (size_t i = 0; i < s->qlen; i++)
+            v[i] = s->queue[(s->qhead + i) % s->qcap];
+        gmq_free(s->queue);
+        s->queue = v;
+        s->qcap = ncap;
+        s->qhead = 0;
+    }
+    s->queue[(s->qhead + s->qlen) % s->qcap] =
+        (queued){.msg = gmq_msg_ref(m), .qos = qos, .retain = retain};
+    s->qlen++;
+    s->qbytes += m->payload_len;
+    return 0;
+}
+
+void session_deliver(session *s, gmq_msg *m, uint8_t qos, bool retain)
+{
+    broker *b = s->b;
+    if (qos == 0) {
+        /* QoS 0 is not kept for offline clients [MQTT-3.1.2-5 allows it]. */
+        if (!online(s) || conn_pending_bytes(s->c) > QOS0_WBUF_LIMIT ||
+            write_publish(s, m, 0, 0, false, retain)) {
+            b->stats.msgs_dropped++;
+        }
+        return;
+    }
+    if (online(s) && s->qlen == 0 && s->ninflight < b->cfg->max_inflight) {
+        if (send_inflight(s, m, qos, retain) == 0)
+            return;
+    }
+    if (queue_full(s, m) || enqueue(s, m, qos, retain)) {
+        b->stats.msgs_dropped++;
+        LOG_DEBUG("client %s: queue full, message on %s dropped", s->client_id, m->topic);
+        return;
+    }
+    session_pump(s);
+}
+
+void session_pump(session *s)
+{
+    while (online(s) && s->qlen && s->ninflight < s->b->cfg->max_inflight) {
+        queued q = s->queue[s->qhead];
+        if (send_inflight(s, q.msg, q.qos, q.retain))
+            return; /* no memory: keep it queued, try again on the next ack */
+        s->qhead = (s->qhead + 1) % s->qcap;
+        s->qlen--;
+        s->qbytes -= q.msg->payload_len;
+        gmq_msg_unref(q.msg);
+    }
+}
+
+void session_resume(session *s)
+{
+    /* Resend unacknowledged PUBLISH (DUP=1) and PUBREL, in original order
+     * [MQTT-4.4.0-1, MQTT-3.3.1-1]. */
+    for (size_t i = 0; i < s->ninflight && online(s); i++) {
+        outmsg *o = &s->inflight[i];
+        if (o->state == OUT_WAIT_PUBCOMP)
+            write_packet_id(s->c, MQTT_PUBREL, o->packet_id);
+        else
+            write_publish(s, o->msg, o->qos, o->packet_id, true, o->retain);
+    }
+    session_pump(s);
+}
+
+static outmsg *find_inflight(session *s, uint16_t id, size_t *index)
+{
+    for (size_t i = 0; i < s->ninflight; i++)
+        if (s->inflight[i].packet_id == id) {
+            *index = i;
+            return &s->inflight[i];
+        }
+    return NULL;
+}
+
+static void remove_inflight(session *s, size_t i)
+{
+    gmq_msg_unref(s->inflight[i].msg);
+    memmove(&s->inflight[i], &s->inflight[i + 1],
+            (s->ninflight - i - 1) * sizeof(s->inflight[0]));
+    s->ninflight--;
+}
+
+int session_ack(session *s, uint8_t type, uint16_t id)
+{
+    size_t i;
+    outmsg *o = find_inflight(s, id, &i);
+    switch (type) {
+    case MQTT_PUBACK:
+        if (o && o->state == OUT_WAIT_PUBACK) {
+            remove_inflight(s, i);
+            session_pump(s);
+        }
+        return 0;
+    case MQTT_PUBREC:
+        if (o && (o->state == OUT_WAIT_PUBREC || o->state == OUT_WAIT_PUBCOMP)) {
+            /* The receiver owns the message now; keep only the id [MQTT-4.3.3-1]. */
+            gmq_msg_unref(o->msg);
+            o->msg = NULL;
+            o->state = OUT_WAIT_PUBCOMP;
+            return write_packet_id(s->c, MQTT_PUBREL, id);
+        }
+        return 0;
+    case MQTT_PUBCOMP:
+        if (o && o->state == OUT_WAIT_PUBCOMP) {
+            remove_inflight(s, i);
+            session_pump(s);
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* ---- QoS 2 receipt ----------------------------------------------------- */
+
+bool session_rx_qos2_has(const session *s, uint16_t id)
+{
+    for (size_t i = 0; i < s->nrx_qos2; i++)
+        if (s->rx_qos2[i] == id)
+            return true;
+    return false;
+}
+
+int session_rx_qos2_add(session *s, uint16_t id)
+{
+    if (s->nrx_qos2 == s->caprx_qos2) {
+        size_t ncap = s->caprx_qos2 ? s->caprx_qos2 * 2 : 4;
+        uint16_t *v = gmq_realloc(s->rx_qos2, ncap * sizeof(*v));
+        if (!v)
+            return -1;
+        s->rx_qos2 = v;
+        s->caprx_qos2 = ncap;
+    }
+    s->rx_qos2[s->nrx_qos2++] = id;
+    return 0;
+}
+
+void session_rx_qos2_del(session *s, uint16_t id)
+{
+    for (size_t i = 0; i < s->nrx_qos2; i++)
+        if (s->rx_qos2[i] == id) {
+            s->rx_qos2[i] = s->rx_qos2[--s->nrx_qos2];
+            return;
+        }
+}

@@ -1,0 +1,68 @@
+/*
+ * sys.c - $SYS/broker/... status topics, retained and refreshed every
+ * sys_interval seconds.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "broker/broker.h"
+#include "broker/log.h"
+#include "broker/version.h"
+
+static void publish_text(broker *b, const char *topic, const char *text)
+{
+    gmq_msg *m = gmq_msg_new(topic, strlen(topic), (const uint8_t *)text, strlen(text), 0, true);
+    if (!m)
+        return;
+    if (retain_set(b->retained, m))
+        LOG_WARN("no memory to retain %s", topic);
+    router_publish(b, m);
+    gmq_msg_unref(m);
+}
+
+static void publish_u64(broker *b, const char *topic, unsigned long long v)
+{
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%llu", v);
+    publish_text(b, topic, buf);
+}
+
+void sys_publish(broker *b)
+{
+    const broker_stats *st = &b->stats;
+    char buf[64];
+    publish_text(b, "$SYS/broker/version", "gatemq " GATEMQ_VERSION);
+    snprintf(buf, sizeof(buf), "%llu seconds",
+             (unsigned long long)(ev_now(b->loop) - b->started));
+    publish_text(b, "$SYS/broker/uptime", buf);
+    publish_u64(b, "$SYS/broker/clients/connected", st->clients_connected);
+    publish_u64(b, "$SYS/broker/messages/received", st->msgs_received);
+    publish_u64(b, "$SYS/broker/messages/sent", st->msgs_sent);
+    publish_u64(b, "$SYS/broker/messages/dropped", st->msgs_dropped);
+    publish_u64(b, "$SYS/broker/bytes/received", st->bytes_received);
+    publish_u64(b, "$SYS/broker/bytes/sent", st->bytes_sent);
+    publish_u64(b, "$SYS/broker/connections/refused", st->connections_refused);
+    /* Counted after the updates above, and including itself. */
+    static const char count_topic[] = "$SYS/broker/retained messages/count";
+    size_t n = retain_count(b->retained);
+    if (!retain_get(b->retained, count_topic, sizeof(count_topic) - 1))
+        n++;
+    publish_u64(b, count_topic, n);
+}
+
+static void on_sys_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    sys_publish(w->data);
+}
+
+void sys_start(broker *b)
+{
+    if (!b->cfg->sys_interval)
+        return;
+    sys_publish(b);
+    ev_timer_init(&b->sys_timer, on_sys_timer, b->cfg->sys_interval, b->cfg->sys_interval);
+    b->sys_timer.data = b;
+    ev_timer_start(b->loop, &b->sys_timer);
+}
