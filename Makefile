@@ -44,7 +44,16 @@ $(B)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(B)/libgatemq.a: $(CORE_OBJ)
+# The embedded default configuration is conf/dev.conf, compiled in.
+$(B)/conf_default.c: conf/dev.conf
+	@mkdir -p $(dir $@)
+	@awk 'BEGIN { print "/* generated from conf/dev.conf */"; print "const char gmq_config_default_text[] =" } \
+	     { gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); print "    \"" $$0 "\\n\"" } END { print "    \"\";" }' $< > $@
+
+$(B)/conf_default.o: $(B)/conf_default.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(B)/libgatemq.a: $(CORE_OBJ) $(B)/conf_default.o
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -92,8 +101,7 @@ integration: test-build
 	@sh tests/run.sh --integration $(B)
 
 run: deps all
-	@sh tools/gatemq-cert dev conf/certs
-	$(B)/gatemq -c conf/dev.conf
+	$(B)/gatemq
 
 check-config: $(B)/gatemq
 	$(B)/gatemq -c conf/gatemq.conf --check-config

@@ -11,12 +11,6 @@
 #include "broker/log.h"
 #include "mqtt.h"
 
-const char gmq_config_default_text[] =
-    "# embedded default: plain MQTT on loopback, anonymous clients allowed\n"
-    "listener 1883 127.0.0.1\n"
-    "allow_anonymous true\n"
-    "anonymous_deny_subscribe test/nosubscribe\n";
-
 #define MAX_ARGS 8
 
 typedef struct parser {
@@ -227,9 +221,17 @@ int gmq_config_parse(const char *text, const char *name, gmq_config *out, char *
         buf[n] = '\0';
         s += n + (eol ? 1 : 0);
 
-        char *hash = strchr(buf, '#');
-        if (hash)
-            *hash = '\0';
+        /* A comment is a whole line starting with '#', or a '#' standing
+         * alone after a blank; '#' inside a value ("a/#") is data. */
+        for (char *h = buf; (h = strchr(h, '#')); h++) {
+            bool line_start = strspn(buf, " \t") == (size_t)(h - buf);
+            bool alone = h > buf && (h[-1] == ' ' || h[-1] == '\t') &&
+                         (h[1] == ' ' || h[1] == '\t' || h[1] == '\r');
+            if (line_start || alone) {
+                *h = '\0';
+                break;
+            }
+        }
         char *argv[MAX_ARGS + 1];
         int argc = 0;
         for (char *save = NULL, *t = strtok_r(buf, " \t\r", &save); t;

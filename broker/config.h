@@ -40,7 +40,7 @@ typedef struct gmq_config {
     size_t nanon_deny;
 } gmq_config;
 
-/* The configuration used when no file is given. */
+/* The configuration used when no file is given: conf/dev.conf, compiled in. */
 extern const char gmq_config_default_text[];
 
 void gmq_config_defaults(gmq_config *c);
