@@ -39,5 +39,8 @@ gmq_msg *retain_get(const retain_store *r, const char *topic, size_t tlen);
 
 size_t retain_count(const retain_store *r);
 size_t retain_bytes(const retain_store *r); /* sum of payload sizes */
+/* Number of nodes below the root, one per distinct topic prefix: shows that
+ * clearing prunes, and sizes the store for stats. */
+size_t retain_node_count(const retain_store *r);
 
 #endif

@@ -148,26 +148,27 @@ int broker_listen(broker *b)
 
 /* ---- once per loop iteration ------------------------------------------- */
 
-/* Reap closed connections, then write what callbacks queued. Reaping can
- * publish wills (more output) and flushing can close connections, so repeat
- * until both lists are empty. */
+/* Write what callbacks queued, then reap closed connections. The flush list
+ * is emptied before any reap, so it never holds a freed connection; reaping
+ * can publish wills (more output) and flushing can close connections, so
+ * repeat until both lists are empty. */
 static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     (void)loop;
     (void)revents;
     broker *b = w->data;
     while (b->closing || b->flush) {
-        while (b->closing) {
-            conn *c = b->closing;
-            b->closing = c->closing_next;
-            conn_reap(c);
-        }
         while (b->flush) {
             conn *c = b->flush;
             b->flush = c->flush_next;
             c->flush_pending = false;
             if (c->state != CONN_CLOSING)
                 conn_flush(c);
+        }
+        while (b->closing) {
+            conn *c = b->closing;
+            b->closing = c->closing_next;
+            conn_reap(c);
         }
     }
 }

@@ -44,5 +44,8 @@ void topictree_match(const topictree *t, const char *topic, size_t tlen,
 
 /* Number of (filter, subscriber) pairs. */
 size_t topictree_count(const topictree *t);
+/* Number of nodes below the root, one per distinct filter prefix: shows that
+ * removals prune, and sizes the index for stats. */
+size_t topictree_node_count(const topictree *t);
 
 #endif
