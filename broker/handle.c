@@ -54,6 +54,7 @@ static void refuse(conn *c, uint8_t rc, const char *why)
     send_connack(c, false, rc);
     c->close_after_flush = true;
     c->send_will = false;
+    ev_io_stop(c->b->loop, &c->rio); /* nothing more is read from it */
 }
 
 /* ---- CONNECT ------------------------------------------------------------- */
