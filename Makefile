@@ -36,6 +36,8 @@ IT_LIB_OBJ := $(IT_LIB_SRC:%.c=$(B)/%.o)
 TOOLS      := $(B)/gatemq-bench
 HEADERS    := $(wildcard protocol/*.h broker/*.h auth/*.h store/*.h tests/integration/*.h)
 
+.SECONDARY:
+
 .PHONY: all deps run test test-build unit integration bench clean check-config
 
 all: $(B)/gatemq $(TOOLS)
