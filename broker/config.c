@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 
 typedef struct parser {
     const char *name;
+    const char *base_dir;
     int line;
     char *err;
     size_t errlen;
@@ -45,13 +47,32 @@ void gmq_config_defaults(gmq_config *c)
     c->max_queued = 1000;
     c->max_queued_bytes = 0;
     c->sys_interval = 10;
+    c->tls_handshake_timeout = 10;
+    c->company_from = GMQ_COMPANY_FROM_O;
+    c->auth_threads = 2;
+    c->lockout_threshold = 5;
+    c->lockout_time = 4;
+    c->lockout_max_time = 3600;
 }
 
 void gmq_config_free(gmq_config *c)
 {
-    for (size_t i = 0; i < c->nlisteners; i++)
-        gmq_free(c->listeners[i].address);
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        gmq_listener_cfg *l = &c->listeners[i];
+        gmq_free(l->address);
+        gmq_free(l->certfile);
+        gmq_free(l->keyfile);
+        gmq_free(l->cafile);
+        gmq_free(l->crlfile);
+        for (size_t j = 0; j < l->ncompany_cas; j++) {
+            gmq_free(l->company_cas[j].company);
+            gmq_free(l->company_cas[j].cafile);
+        }
+        gmq_free(l->company_cas);
+    }
     gmq_free(c->listeners);
+    gmq_free(c->company_uri_prefix);
+    gmq_free(c->password_file);
     for (size_t i = 0; i < c->nanon_deny; i++)
         gmq_free(c->anon_deny[i]);
     gmq_free(c->anon_deny);
@@ -127,6 +148,55 @@ static int add_deny(parser *p, gmq_config *c, const char *filter)
     return 0;
 }
 
+/* Replace *slot with path, resolved against the configuration's directory. */
+static int set_path(parser *p, const char *key, const char *path, char **slot)
+{
+    char *v;
+    if (path[0] == '/' || !p->base_dir) {
+        v = gmq_strdup(path);
+    } else {
+        size_t n = strlen(p->base_dir) + 1 + strlen(path) + 1;
+        if ((v = gmq_malloc(n)))
+            snprintf(v, n, "%s/%s", p->base_dir, path);
+    }
+    if (!v)
+        return fail(p, "out of memory");
+    if (*slot) {
+        gmq_free(v);
+        return fail(p, "%s given twice", key);
+    }
+    *slot = v;
+    return 0;
+}
+
+static bool usable_company(const char *s)
+{
+    if (!*s || *s == '$' || strlen(s) > 128 || !mqtt_utf8_valid((const uint8_t *)s, strlen(s)))
+        return false;
+    return strpbrk(s, "/+#") == NULL;
+}
+
+static int add_company_ca(parser *p, gmq_listener_cfg *l, char **argv, int argc)
+{
+    if (argc != 3)
+        return fail(p, "company_ca: expected COMPANY CAFILE");
+    if (!usable_company(argv[1]))
+        return fail(p, "company_ca: '%s' is not a usable company name", argv[1]);
+    for (size_t i = 0; i < l->ncompany_cas; i++)
+        if (strcmp(l->company_cas[i].company, argv[1]) == 0)
+            return fail(p, "company_ca: %s given twice", argv[1]);
+    gmq_company_ca *v = gmq_realloc(l->company_cas, (l->ncompany_cas + 1) * sizeof(*v));
+    if (!v)
+        return fail(p, "out of memory");
+    l->company_cas = v;
+    gmq_company_ca *e = &v[l->ncompany_cas];
+    memset(e, 0, sizeof(*e));
+    l->ncompany_cas++;
+    if (!(e->company = gmq_strdup(argv[1])))
+        return fail(p, "out of memory");
+    return set_path(p, "company_ca", argv[2], &e->cafile);
+}
+
 static int directive(parser *p, gmq_config *c, char **argv, int argc)
 {
     const char *k = argv[0];
@@ -135,6 +205,11 @@ static int directive(parser *p, gmq_config *c, char **argv, int argc)
 
     if (strcmp(k, "listener") == 0)
         return add_listener(p, c, argv, argc);
+    if (strcmp(k, "company_ca") == 0) {
+        if (!l)
+            return fail(p, "%s must follow a listener line", k);
+        return add_company_ca(p, l, argv, argc);
+    }
     if (argc != 2)
         return fail(p, "%s: expected exactly one value", k);
     const char *a = argv[1];
@@ -143,6 +218,76 @@ static int directive(parser *p, gmq_config *c, char **argv, int argc)
         if (!l)
             return fail(p, "%s must follow a listener line", k);
         return parse_bool(p, k, a, &l->allow_anonymous);
+    }
+    static const struct {
+        const char *key;
+        size_t off;
+    } listener_paths[] = {
+        {"certfile", offsetof(gmq_listener_cfg, certfile)},
+        {"keyfile", offsetof(gmq_listener_cfg, keyfile)},
+        {"cafile", offsetof(gmq_listener_cfg, cafile)},
+        {"crlfile", offsetof(gmq_listener_cfg, crlfile)},
+    };
+    for (size_t i = 0; i < sizeof(listener_paths) / sizeof(listener_paths[0]); i++) {
+        if (strcmp(k, listener_paths[i].key) == 0) {
+            if (!l)
+                return fail(p, "%s must follow a listener line", k);
+            return set_path(p, k, a, (char **)((char *)l + listener_paths[i].off));
+        }
+    }
+    if (strcmp(k, "require_certificate") == 0) {
+        if (!l)
+            return fail(p, "%s must follow a listener line", k);
+        return parse_bool(p, k, a, &l->require_certificate);
+    }
+    if (strcmp(k, "password_file") == 0)
+        return set_path(p, k, a, &c->password_file);
+    if (strcmp(k, "certificate_company") == 0) {
+        if (strcmp(a, "o") == 0 || strcmp(a, "O") == 0)
+            c->company_from = GMQ_COMPANY_FROM_O;
+        else if (strcmp(a, "ou") == 0 || strcmp(a, "OU") == 0)
+            c->company_from = GMQ_COMPANY_FROM_OU;
+        else if (strcmp(a, "san_uri") == 0)
+            c->company_from = GMQ_COMPANY_FROM_SAN_URI;
+        else
+            return fail(p, "certificate_company: expected o, ou or san_uri, got '%s'", a);
+        return 0;
+    }
+    if (strcmp(k, "certificate_company_uri_prefix") == 0) {
+        gmq_free(c->company_uri_prefix);
+        if (!(c->company_uri_prefix = gmq_strdup(a)))
+            return fail(p, "out of memory");
+        return 0;
+    }
+    if (strcmp(k, "tls_handshake_timeout") == 0) {
+        if (parse_uint(p, k, a, 1, 3600, &v))
+            return -1;
+        c->tls_handshake_timeout = (double)v;
+        return 0;
+    }
+    if (strcmp(k, "auth_threads") == 0) {
+        if (parse_uint(p, k, a, 1, 64, &v))
+            return -1;
+        c->auth_threads = (unsigned)v;
+        return 0;
+    }
+    if (strcmp(k, "lockout_threshold") == 0) {
+        if (parse_uint(p, k, a, 1, 1000, &v))
+            return -1;
+        c->lockout_threshold = (unsigned)v;
+        return 0;
+    }
+    if (strcmp(k, "lockout_time") == 0) {
+        if (parse_uint(p, k, a, 1, 3600, &v))
+            return -1;
+        c->lockout_time = (double)v;
+        return 0;
+    }
+    if (strcmp(k, "lockout_max_time") == 0) {
+        if (parse_uint(p, k, a, 1, 7 * 86400, &v))
+            return -1;
+        c->lockout_max_time = (double)v;
+        return 0;
     }
     if (strcmp(k, "log_level") == 0) {
         if ((c->log_level = gmq_log_level_parse(a)) < 0)
@@ -202,10 +347,32 @@ static int directive(parser *p, gmq_config *c, char **argv, int argc)
     return fail(p, "unknown key '%s'", k);
 }
 
-int gmq_config_parse(const char *text, const char *name, gmq_config *out, char *err,
-                     size_t errlen)
+/* Checks that need the whole file. */
+static int check_whole(parser *p, gmq_config *c)
 {
-    parser p = {.name = name, .line = 0, .err = err, .errlen = errlen};
+    if (c->nlisteners == 0)
+        return fail(p, "no listener configured");
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        gmq_listener_cfg *l = &c->listeners[i];
+        p->line = l->line;
+        bool tls = l->certfile || l->keyfile;
+        if (tls && (!l->certfile || !l->keyfile))
+            return fail(p, "listener %u: certfile and keyfile go together", l->port);
+        if (!tls && (l->cafile || l->crlfile || l->require_certificate || l->ncompany_cas))
+            return fail(p, "listener %u: cafile, crlfile, require_certificate and company_ca "
+                           "need a TLS listener (certfile and keyfile)", l->port);
+        if (l->require_certificate && !l->cafile && !l->ncompany_cas)
+            return fail(p, "listener %u: require_certificate needs cafile or company_ca", l->port);
+    }
+    if (c->company_from == GMQ_COMPANY_FROM_SAN_URI && !c->company_uri_prefix)
+        return fail(p, "certificate_company san_uri needs certificate_company_uri_prefix");
+    return 0;
+}
+
+int gmq_config_parse(const char *text, const char *name, const char *base_dir,
+                     gmq_config *out, char *err, size_t errlen)
+{
+    parser p = {.name = name, .base_dir = base_dir, .line = 0, .err = err, .errlen = errlen};
     gmq_config_defaults(out);
     const char *s = text;
     char buf[4096];
@@ -247,10 +414,8 @@ int gmq_config_parse(const char *text, const char *name, gmq_config *out, char *
         if (directive(&p, out, argv, argc))
             goto error;
     }
-    if (out->nlisteners == 0) {
-        fail(&p, "no listener configured");
+    if (check_whole(&p, out))
         goto error;
-    }
     return 0;
 error:
     gmq_config_free(out);
@@ -283,7 +448,16 @@ int gmq_config_load(const char *path, gmq_config *out, char *err, size_t errlen)
         snprintf(err, errlen, "%s: contains a NUL byte", path);
         goto out;
     }
-    rc = gmq_config_parse(text, path, out, err, errlen);
+    char *dir = gmq_strdup(path);
+    if (!dir) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        goto out;
+    }
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    rc = gmq_config_parse(text, path, slash ? dir : NULL, out, err, errlen);
+    gmq_free(dir);
     goto out;
 io_error:
     snprintf(err, errlen, "%s: cannot read: %s", path, errno ? strerror(errno) : "too large");

@@ -17,12 +17,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A company whose devices' certificates come from their own CA. */
+typedef struct gmq_company_ca {
+    char *company;
+    char *cafile;
+} gmq_company_ca;
+
 typedef struct gmq_listener_cfg {
     char *address; /* NULL: all addresses */
     uint16_t port;
     bool allow_anonymous;
     int line; /* where it was declared, for messages */
+    /* TLS: the listener speaks TLS when certfile is set. Paths are resolved
+     * against the configuration file's directory. */
+    char *certfile, *keyfile, *cafile, *crlfile;
+    bool require_certificate;
+    gmq_company_ca *company_cas;
+    size_t ncompany_cas;
 } gmq_listener_cfg;
+
+enum gmq_company_source { GMQ_COMPANY_FROM_O, GMQ_COMPANY_FROM_OU, GMQ_COMPANY_FROM_SAN_URI };
 
 typedef struct gmq_config {
     gmq_listener_cfg *listeners;
@@ -38,15 +52,26 @@ typedef struct gmq_config {
     unsigned sys_interval;   /* seconds between $SYS updates, 0: off */
     char **anon_deny;        /* filters anonymous clients may not subscribe to */
     size_t nanon_deny;
+
+    double tls_handshake_timeout;     /* seconds for a TLS handshake */
+    int company_from;                 /* enum gmq_company_source */
+    char *company_uri_prefix;         /* with GMQ_COMPANY_FROM_SAN_URI */
+    char *password_file;              /* NULL: no password logins */
+    unsigned auth_threads;            /* password-check worker threads */
+    unsigned lockout_threshold;       /* failed logins before a lock */
+    double lockout_time;              /* first lock, seconds; doubles */
+    double lockout_max_time;          /* cap of a lock, seconds */
 } gmq_config;
 
 /* The configuration used when no file is given: conf/dev.conf, compiled in. */
 extern const char gmq_config_default_text[];
 
 void gmq_config_defaults(gmq_config *c);
-/* Parse text (name is used in messages). Returns 0 or -1 with err set. */
-int gmq_config_parse(const char *text, const char *name, gmq_config *out, char *err,
-                     size_t errlen);
+/* Parse text (name is used in messages; relative paths in it are resolved
+ * against base_dir, NULL meaning the current directory). Returns 0 or -1
+ * with err set. */
+int gmq_config_parse(const char *text, const char *name, const char *base_dir,
+                     gmq_config *out, char *err, size_t errlen);
 /* Read and parse a file. Returns 0 or -1 with err set. */
 int gmq_config_load(const char *path, gmq_config *out, char *err, size_t errlen);
 void gmq_config_free(gmq_config *c);

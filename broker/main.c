@@ -70,8 +70,8 @@ int main(int argc, char **argv)
     gmq_config cfg;
     char err[512];
     int rc = path ? gmq_config_load(path, &cfg, err, sizeof(err))
-                  : gmq_config_parse(gmq_config_default_text, "(embedded default)", &cfg, err,
-                                     sizeof(err));
+                  : gmq_config_parse(gmq_config_default_text, "(embedded conf/dev.conf)", "conf",
+                                     &cfg, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "gatemq: configuration error: %s\n", err);
         return 1;

@@ -25,7 +25,7 @@ static void parses_listeners_and_their_options(void **state)
                        "\n"
                        "   # a comment line\n"
                        "listener 8883   # trailing comment\n";
-    assert_int_equal(gmq_config_parse(text, "t.conf", &c, err, sizeof(err)), 0);
+    assert_int_equal(gmq_config_parse(text, "t.conf", NULL, &c, err, sizeof(err)), 0);
     assert_int_equal(c.nlisteners, 2);
     assert_int_equal(c.listeners[0].port, 1883);
     assert_string_equal(c.listeners[0].address, "127.0.0.1");
@@ -40,7 +40,7 @@ static void applies_defaults(void **state)
 {
     (void)state;
     gmq_config c;
-    assert_int_equal(gmq_config_parse("listener 1\n", "t", &c, err, sizeof(err)), 0);
+    assert_int_equal(gmq_config_parse("listener 1\n", "t", NULL, &c, err, sizeof(err)), 0);
     assert_int_equal(c.max_packet_size, 16u * 1024 * 1024);
     assert_int_equal(c.max_connect_size, 64u * 1024);
     assert_int_equal(c.max_inflight, 20);
@@ -60,7 +60,7 @@ static void parses_limits_and_deny_list(void **state)
                        "anonymous_deny_subscribe test/nosubscribe\n"
                        "anonymous_deny_subscribe a/+/#\nanonymous_deny_subscribe #\n"
                        "listener 1883\n";
-    assert_int_equal(gmq_config_parse(text, "t", &c, err, sizeof(err)), 0);
+    assert_int_equal(gmq_config_parse(text, "t", NULL, &c, err, sizeof(err)), 0);
     assert_int_equal(c.log_level, GMQ_LOG_DEBUG);
     assert_int_equal(c.max_packet_size, 1000);
     assert_int_equal(c.max_connect_size, 100);
@@ -81,7 +81,7 @@ static void expect_error(const char *text, const char *needle)
 {
     gmq_config c;
     err[0] = '\0';
-    if (gmq_config_parse(text, "bad.conf", &c, err, sizeof(err)) != -1)
+    if (gmq_config_parse(text, "bad.conf", NULL, &c, err, sizeof(err)) != -1)
         fail_msg("accepted: %s", text);
     if (!strstr(err, needle))
         fail_msg("error '%s' does not contain '%s'", err, needle);
@@ -147,7 +147,7 @@ static void embedded_default_is_valid(void **state)
 {
     (void)state;
     gmq_config c;
-    assert_int_equal(gmq_config_parse(gmq_config_default_text, "default", &c, err, sizeof(err)), 0);
+    assert_int_equal(gmq_config_parse(gmq_config_default_text, "default", NULL, &c, err, sizeof(err)), 0);
     assert_true(c.nlisteners >= 1);
     assert_true(c.listeners[0].allow_anonymous);
     assert_non_null(c.listeners[0].address); /* loopback only */
@@ -163,7 +163,7 @@ static void survives_allocation_failures(void **state)
     for (unsigned long n = 1;; n++) {
         gmq_config c;
         gmq_alloc_fail_at(n);
-        int rc = gmq_config_parse(text, "t", &c, err, sizeof(err));
+        int rc = gmq_config_parse(text, "t", NULL, &c, err, sizeof(err));
         gmq_alloc_fail_at(0);
         if (rc == 0) {
             assert_int_equal(c.nlisteners, 2);
