@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "auth/tls.h"
 #include "broker/config.h"
 #include "broker/msg.h"
 #include "broker/retain.h"
@@ -44,6 +45,9 @@ typedef struct transport_ops {
     const char *name;
     ptrdiff_t (*recv)(conn *c, uint8_t *buf, size_t len);
     ptrdiff_t (*send)(conn *c, const uint8_t *buf, size_t len);
+    /* Bytes already received and decrypted but not yet returned by recv
+     * (the socket will not signal them). NULL: never. */
+    bool (*pending)(conn *c);
     void (*free)(conn *c); /* releases c->tp_ctx; the fd is closed by the caller */
 } transport_ops;
 
@@ -56,6 +60,8 @@ struct listener {
     const gmq_listener_cfg *cfg;
     int fd;
     ev_io io;
+    tls_server *tls;      /* NULL: plain TCP; replaced on reload */
+    tls_tickets *tickets; /* session ticket keys, for the listener's life */
 };
 
 /* ---- sessions ---------------------------------------------------------- */
@@ -114,7 +120,20 @@ struct session {
 
 /* ---- connections ------------------------------------------------------- */
 
-enum conn_state { CONN_NEW, CONN_ACTIVE, CONN_CLOSING };
+/* NEW: before CONNECT (TLS handshake included); AUTH: CONNECT received,
+ * password check running on a worker; ACTIVE: CONNACK 0 sent. */
+enum conn_state { CONN_NEW, CONN_AUTH, CONN_ACTIVE, CONN_CLOSING };
+
+/* What a CONNECT asked for, kept while its password is checked. */
+typedef struct connect_req {
+    char *client_id;
+    char *username; /* NULL: none */
+    bool clean;
+    uint16_t keepalive;
+    gmq_msg *will;
+} connect_req;
+
+typedef struct auth_job auth_job;
 
 struct conn {
     broker *b;
@@ -135,6 +154,11 @@ struct conn {
     bool flush_pending; /* on b->flush list */
 
     session *s;
+    tls_identity *identity; /* device identity from its certificate, or NULL */
+    connect_req *pending;   /* while state is CONN_AUTH */
+    auth_job *auth;         /* the running password check, or NULL */
+    bool read_wants_write;  /* the transport needs writability to read on */
+    bool tls_done;          /* TLS handshake completed */
     gmq_msg *will;       /* this connection's will, NULL: none */
     bool send_will;      /* publish the will when reaped (abnormal close) */
     bool counted;        /* included in stats.clients_connected */
@@ -153,6 +177,9 @@ typedef struct broker_stats {
     uint64_t bytes_received, bytes_sent;
     uint64_t msgs_dropped;
     uint64_t connections_refused;
+    uint64_t tls_handshakes_failed;
+    uint64_t auth_failures;
+    uint64_t lockouts;
     unsigned clients_connected;
     unsigned conns_open;
 } broker_stats;
@@ -188,10 +215,19 @@ struct broker {
     ev_prepare prepare;
     ev_timer sys_timer;
     bool stopping;
+
+    tls_rng *rng;              /* NULL until a TLS listener needs it */
+    struct worker_pool *workers;
+    struct passwd_file *passwords; /* NULL: no password logins */
+    struct lockout *lock_users;
+    struct lockout *lock_addrs;
 };
 
 /* server.c */
 broker *broker_new(struct ev_loop *loop, const gmq_config *cfg);
+/* Load TLS material, the password file, start worker threads. */
+int broker_prepare(broker *b);
+/* Open the listening sockets. */
 int broker_listen(broker *b);
 void broker_shutdown(broker *b);
 void broker_free(broker *b);
@@ -200,6 +236,10 @@ void broker_free(broker *b);
 conn *conn_new(broker *b, listener *l, int fd, const struct sockaddr *sa, socklen_t salen);
 void conn_close(conn *c, const char *reason);
 void conn_reap(conn *c);
+void conn_resume_input(conn *c);
+void conn_restart_connect_timer(conn *c);
+/* The source address of c without the port, for lockout by address. */
+const char *conn_address(const conn *c, char *buf, size_t len);
 void conn_flush(conn *c);
 /* Reserve n bytes at the end of the write buffer (NULL on no memory); the
  * caller writes them and calls conn_commit. */

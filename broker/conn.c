@@ -23,6 +23,8 @@
 #include "broker/broker.h"
 #include "broker/handle.h"
 #include "broker/log.h"
+#include "broker/login.h"
+#include "broker/tls_transport.h"
 
 /* ---- plain TCP transport ------------------------------------------------ */
 
@@ -55,6 +57,7 @@ const transport_ops gmq_tcp_transport = {
     .name = "tcp",
     .recv = tcp_recv,
     .send = tcp_send,
+    .pending = NULL,
     .free = tcp_free,
 };
 
@@ -97,6 +100,10 @@ conn *conn_new(broker *b, listener *l, int fd, const struct sockaddr *sa, sockle
     c->send_will = true;
     format_peer(sa, c->peer, sizeof(c->peer));
 
+    if (l && l->tls && tls_transport_attach(c, l->tls)) {
+        gmq_free(c);
+        return NULL;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
@@ -104,8 +111,10 @@ conn *conn_new(broker *b, listener *l, int fd, const struct sockaddr *sa, sockle
     ev_io_init(&c->wio, on_write, fd, EV_WRITE);
     c->rio.data = c->wio.data = c->timer.data = c;
     ev_io_start(b->loop, &c->rio);
-    /* Until CONNECT arrives the timer is the connect timeout. */
-    ev_timer_init(&c->timer, on_timer, b->cfg->connect_timeout, 0);
+    /* Until CONNECT arrives the timer bounds the TLS handshake, then the
+     * wait for CONNECT (conn_tls_established restarts it). */
+    ev_timer_init(&c->timer, on_timer,
+                  c->tp_ctx ? b->cfg->tls_handshake_timeout : b->cfg->connect_timeout, 0);
     ev_timer_start(b->loop, &c->timer);
     c->last_rx = ev_now(b->loop);
 
@@ -143,6 +152,8 @@ void conn_reap(conn *c)
     if (c->close_after_flush && c->wlen > c->woff)
         c->tp->send(c, c->wbuf + c->woff, c->wlen - c->woff); /* best effort */
 
+    login_cancel(c);
+    gmq_free(c->identity);
     session *s = c->s;
     if (s) {
         s->c = NULL;
@@ -245,16 +256,41 @@ void conn_flush(conn *c)
 
 static void on_write(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     (void)revents;
-    conn_flush(w->data);
+    conn *c = w->data;
+    if (c->read_wants_write) {
+        /* The TLS handshake waited for room to send: go on reading. */
+        c->read_wants_write = false;
+        if (c->wlen == c->woff)
+            ev_io_stop(loop, w);
+        on_read(loop, &c->rio, EV_READ);
+        return;
+    }
+    conn_flush(c);
+}
+
+const char *conn_address(const conn *c, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", c->peer);
+    char *colon = strrchr(buf, ':');
+    if (colon)
+        *colon = '\0';
+    if (buf[0] == '[') {
+        size_t n = strlen(buf);
+        if (n >= 2 && buf[n - 1] == ']') {
+            memmove(buf, buf + 1, n - 2);
+            buf[n - 2] = '\0';
+        }
+    }
+    return buf;
 }
 
 /* ---- input -------------------------------------------------------------- */
 
 static size_t packet_limit(const conn *c)
 {
-    return c->state == CONN_NEW ? c->b->cfg->max_connect_size : c->b->cfg->max_packet_size;
+    return c->state == CONN_NEW || c->state == CONN_AUTH ? c->b->cfg->max_connect_size
+                                                          : c->b->cfg->max_packet_size;
 }
 
 /* Handle every whole packet in buf[0..len); returns bytes consumed, or -1
@@ -262,7 +298,9 @@ static size_t packet_limit(const conn *c)
 static ptrdiff_t process(conn *c, const uint8_t *buf, size_t len)
 {
     size_t off = 0;
-    while (off < len && c->state != CONN_CLOSING && !c->close_after_flush) {
+    /* While a password is checked nothing after CONNECT is acted on. */
+    while (off < len && c->state != CONN_CLOSING && c->state != CONN_AUTH &&
+           !c->close_after_flush) {
         mqtt_frame f;
         ptrdiff_t r = mqtt_frame_split(buf + off, len - off, packet_limit(c), &f);
         if (r == 0)
@@ -352,11 +390,12 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
         if (n == GMQ_IO_WANT_READ)
             return;
         if (n == GMQ_IO_WANT_WRITE) {
+            c->read_wants_write = true;
             ev_io_start(loop, &c->wio);
             return;
         }
         if (n < 0) {
-            conn_close(c, "read error");
+            conn_close(c, c->tp_ctx && !c->tls_done ? "TLS handshake failed" : "read error");
             return;
         }
         b->stats.bytes_received += (uint64_t)n;
@@ -383,8 +422,31 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
                 return;
             }
         }
-        if ((size_t)n < room)
+        bool more = c->tp->pending && c->tp->pending(c);
+        if ((size_t)n < room && !more)
             return; /* drained the socket */
+    }
+    /* Out of rounds: data already decrypted would not wake the watcher. */
+    if (c->state != CONN_CLOSING && c->tp->pending && c->tp->pending(c))
+        ev_feed_event(loop, &c->rio, EV_READ);
+}
+
+/* Resume reading after a password check: act on what arrived meanwhile. */
+void conn_resume_input(conn *c)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    if (c->rlen) {
+        ptrdiff_t used = process(c, c->rbuf, c->rlen);
+        if (used < 0)
+            return;
+        c->rlen -= (size_t)used;
+        if (c->rlen)
+            memmove(c->rbuf, c->rbuf + used, c->rlen);
+    }
+    if (!c->close_after_flush && c->state != CONN_CLOSING) {
+        ev_io_start(c->b->loop, &c->rio);
+        ev_feed_event(c->b->loop, &c->rio, EV_READ);
     }
 }
 
@@ -405,8 +467,9 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     conn *c = w->data;
-    if (c->state == CONN_NEW) {
-        conn_close(c, "no CONNECT within connect_timeout");
+    if (c->state == CONN_NEW || c->state == CONN_AUTH) {
+        conn_close(c, c->tp_ctx && !c->tls_done ? "TLS handshake timeout"
+                                                : "no accepted CONNECT within connect_timeout");
         return;
     }
     /* One and a half keep alive periods without a packet [MQTT-3.1.2-24]. */
@@ -418,4 +481,13 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     }
     ev_timer_set(w, left, 0);
     ev_timer_start(loop, w);
+}
+
+/* The TLS handshake is done: from now on the timer waits for CONNECT. */
+void conn_restart_connect_timer(conn *c)
+{
+    c->tls_done = true;
+    ev_timer_stop(c->b->loop, &c->timer);
+    ev_timer_set(&c->timer, c->b->cfg->connect_timeout, 0);
+    ev_timer_start(c->b->loop, &c->timer);
 }

@@ -12,10 +12,7 @@
 #include "broker/alloc.h"
 #include "broker/handle.h"
 #include "broker/log.h"
-
-/* Longest client id we accept; longer ones get CONNACK 2 [MQTT-3.1.3-5 lets
- * a server choose]. */
-#define MAX_CLIENT_ID 256
+#include "broker/login.h"
 
 static void violation(conn *c, const char *what, int err)
 {
@@ -48,7 +45,7 @@ static void send_connack(conn *c, bool present, uint8_t rc)
 }
 
 /* Answer CONNECT with a refusal, then close once it is written [MQTT-3.2.2-5]. */
-static void refuse(conn *c, uint8_t rc, const char *why)
+void connect_refuse(conn *c, uint8_t rc, const char *why)
 {
     LOG_NOTICE("connection from %s refused (CONNACK %u): %s", c->peer, rc, why);
     send_connack(c, false, rc);
@@ -59,65 +56,26 @@ static void refuse(conn *c, uint8_t rc, const char *why)
 
 /* ---- CONNECT ------------------------------------------------------------- */
 
-static void assign_client_id(broker *b, char *out, size_t len)
-{
-    /* Unique among current sessions: a client may have chosen the same. */
-    do
-        snprintf(out, len, "auto-%llu", (unsigned long long)++b->next_auto_id);
-    while (session_map_get(&b->sessions, out, strlen(out)));
-}
-
-static bool is_anonymous_allowed(const conn *c)
-{
-    return c->l && c->l->cfg->allow_anonymous;
-}
-
 static void handle_connect(conn *c, const mqtt_frame *f)
 {
-    broker *b = c->b;
     mqtt_connect m;
     int err = mqtt_decode_connect(f, &m);
     if (err == MQTT_ERR_PROTOCOL_LEVEL) {
-        refuse(c, MQTT_CONNACK_BAD_PROTOCOL, "unsupported protocol level"); /* [MQTT-3.1.2-2] */
+        connect_refuse(c, MQTT_CONNACK_BAD_PROTOCOL, "unsupported protocol level"); /* [MQTT-3.1.2-2] */
         return;
     }
     if (err) {
         violation(c, "CONNECT", err);
         return;
     }
-    char autoid[64];
-    const char *id = (const char *)m.client_id.ptr;
-    size_t idlen = m.client_id.len;
-    if (idlen == 0) {
-        if (!m.clean_session) {
-            refuse(c, MQTT_CONNACK_ID_REJECTED, "empty client id without clean session"); /* [MQTT-3.1.3-8] */
-            return;
-        }
-        assign_client_id(b, autoid, sizeof(autoid)); /* [MQTT-3.1.3-6] */
-        id = autoid;
-        idlen = strlen(autoid);
-    } else if (idlen > MAX_CLIENT_ID) {
-        refuse(c, MQTT_CONNACK_ID_REJECTED, "client id too long"); /* [MQTT-3.1.3-9] */
-        return;
-    }
+    login_start(c, &m);
+}
 
-    /* Authentication: until passwords and certificates exist, a listener
-     * either admits anonymous clients or refuses everyone. */
-    if (!is_anonymous_allowed(c)) {
-        refuse(c, m.has_username ? MQTT_CONNACK_BAD_CREDENTIALS : MQTT_CONNACK_NOT_AUTHORIZED,
-               "anonymous access is off on this listener");
-        return;
-    }
-
-    gmq_msg *will = NULL;
-    if (m.will_flag) {
-        will = gmq_msg_new((const char *)m.will_topic.ptr, m.will_topic.len, m.will_payload.ptr,
-                           m.will_payload.len, m.will_qos, m.will_retain);
-        if (!will) {
-            refuse(c, MQTT_CONNACK_UNAVAILABLE, "no memory for the will");
-            return;
-        }
-    }
+void connect_accept(conn *c, connect_req *req, bool anonymous)
+{
+    broker *b = c->b;
+    const char *id = req->client_id;
+    size_t idlen = strlen(id);
 
     /* Take over: the same client id already connected is disconnected
      * [MQTT-3.1.4-2]; its will is published as for any abnormal close. */
@@ -130,7 +88,7 @@ static void handle_connect(conn *c, const mqtt_frame *f)
         s->c = NULL;
     }
     bool present = false;
-    if (s && (m.clean_session || s->clean)) {
+    if (s && (req->clean || s->clean)) {
         /* [MQTT-3.1.2-6]: a clean session starts afresh. */
         session_destroy(s);
         s = NULL;
@@ -142,23 +100,28 @@ static void handle_connect(conn *c, const mqtt_frame *f)
         if (!s || session_map_put(&b->sessions, s)) {
             if (s)
                 session_destroy(s);
-            gmq_msg_unref(will);
-            refuse(c, MQTT_CONNACK_UNAVAILABLE, "no memory for the session");
+            connect_req_free(req);
+            connect_refuse(c, MQTT_CONNACK_UNAVAILABLE, "no memory for the session");
             return;
         }
     }
-    s->clean = m.clean_session;
-    s->anonymous = !m.has_username;
+    s->clean = req->clean;
+    s->anonymous = anonymous;
     s->c = c;
     c->s = s;
-    c->will = will;
+    c->will = req->will;
+    req->will = NULL;
     c->state = CONN_ACTIVE;
     c->counted = true;
     b->stats.clients_connected++;
     send_connack(c, present, MQTT_CONNACK_ACCEPTED); /* [MQTT-3.2.2-1..3] */
-    conn_start_keepalive(c, m.keep_alive);
-    LOG_INFO("client %s connected from %s (clean %d, keep alive %u, session present %d)",
-             s->client_id, c->peer, m.clean_session, m.keep_alive, present);
+    conn_start_keepalive(c, req->keepalive);
+    LOG_INFO("client %s connected from %s (%s%s%s, clean %d, keep alive %u, session present %d)",
+             s->client_id, c->peer,
+             c->identity ? "device of " : req->username ? "user " : "anonymous",
+             c->identity ? c->identity->company : req->username ? req->username : "",
+             "", req->clean, req->keepalive, present);
+    connect_req_free(req);
     if (present)
         session_resume(s);
 }

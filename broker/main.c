@@ -76,12 +76,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "gatemq: configuration error: %s\n", err);
         return 1;
     }
-    if (check_only) {
-        printf("%s: configuration OK\n", path ? path : "(embedded default)");
-        gmq_config_free(&cfg);
-        return 0;
-    }
-    gmq_log_set_level(cfg.log_level);
+    if (!check_only)
+        gmq_log_set_level(cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
 
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
@@ -94,6 +90,15 @@ int main(int argc, char **argv)
     broker *b = broker_new(loop, &cfg);
     if (!b) {
         LOG_ERROR("out of memory at start");
+        goto out;
+    }
+    /* Files named by the configuration (certificates, keys, CRLs, the
+     * password file) are loaded here, so --check-config checks them too. */
+    if (broker_prepare(b))
+        goto out;
+    if (check_only) {
+        printf("%s: configuration OK\n", path ? path : "(embedded default)");
+        status = 0;
         goto out;
     }
     if (broker_listen(b))

@@ -13,6 +13,7 @@
 #include "broker/alloc.h"
 #include "broker/broker.h"
 #include "broker/log.h"
+#include "broker/login.h"
 
 #define SCRATCH_SIZE (64 * 1024)
 #define ACCEPTS_PER_CALLBACK 64
@@ -123,12 +124,41 @@ static int open_listener(listener *l)
     ev_io_init(&l->io, on_accept, fd, EV_READ);
     l->io.data = l;
     ev_io_start(l->b->loop, &l->io);
-    LOG_NOTICE("listening on %s port %u", lc->address ? lc->address : "all addresses",
-               lc->port);
+    LOG_NOTICE("listening on %s port %u (%s)", lc->address ? lc->address : "all addresses",
+               lc->port, l->tls ? "TLS" : "plain MQTT");
     return 0;
 }
 
-int broker_listen(broker *b)
+/* Build the TLS material of one listener from its configuration. */
+static int load_tls(broker *b, const gmq_listener_cfg *lc, tls_tickets *tickets,
+                    tls_server **out)
+{
+    const gmq_config *cfg = b->cfg;
+    tls_company_ca cas[lc->ncompany_cas ? lc->ncompany_cas : 1];
+    for (size_t i = 0; i < lc->ncompany_cas; i++)
+        cas[i] = (tls_company_ca){lc->company_cas[i].company, lc->company_cas[i].cafile};
+    tls_settings ts = {
+        .certfile = lc->certfile,
+        .keyfile = lc->keyfile,
+        .cafile = lc->cafile,
+        .crlfile = lc->crlfile,
+        .require_certificate = lc->require_certificate,
+        .company_cas = cas,
+        .ncompany_cas = lc->ncompany_cas,
+        .company_from = cfg->company_from == GMQ_COMPANY_FROM_OU        ? TLS_COMPANY_FROM_OU
+                        : cfg->company_from == GMQ_COMPANY_FROM_SAN_URI ? TLS_COMPANY_FROM_SAN_URI
+                                                                        : TLS_COMPANY_FROM_O,
+        .san_uri_prefix = cfg->company_uri_prefix,
+    };
+    char err[512];
+    if (tls_server_new(&ts, b->rng, tickets, out, err, sizeof(err))) {
+        LOG_ERROR("listener %u (line %d): %s", lc->port, lc->line, err);
+        return -1;
+    }
+    return 0;
+}
+
+int broker_prepare(broker *b)
 {
     const gmq_config *cfg = b->cfg;
     b->listeners = gmq_calloc(cfg->nlisteners, sizeof(*b->listeners));
@@ -140,9 +170,27 @@ int broker_listen(broker *b)
         l->cfg = &cfg->listeners[i];
         l->fd = -1;
         b->nlisteners++;
-        if (open_listener(l))
+        if (!l->cfg->certfile)
+            continue;
+        if (!b->rng && !(b->rng = tls_rng_new())) {
+            LOG_ERROR("cannot seed the random generator");
+            return -1;
+        }
+        if (!(l->tickets = tls_tickets_new(b->rng))) {
+            LOG_ERROR("cannot create session ticket keys");
+            return -1;
+        }
+        if (load_tls(b, l->cfg, l->tickets, &l->tls))
             return -1;
     }
+    return login_init(b);
+}
+
+int broker_listen(broker *b)
+{
+    for (size_t i = 0; i < b->nlisteners; i++)
+        if (open_listener(&b->listeners[i]))
+            return -1;
     return 0;
 }
 
@@ -212,10 +260,15 @@ void broker_free(broker *b)
             session_destroy(slots[i]);
         }
     gmq_free(slots);
-    for (size_t i = 0; i < b->nlisteners; i++)
+    login_free(b);
+    for (size_t i = 0; i < b->nlisteners; i++) {
         if (b->listeners[i].fd >= 0)
             close(b->listeners[i].fd);
+        tls_server_unref(b->listeners[i].tls);
+        tls_tickets_free(b->listeners[i].tickets);
+    }
     gmq_free(b->listeners);
+    tls_rng_free(b->rng);
     if (b->subs)
         topictree_free(b->subs);
     if (b->retained)
