@@ -221,6 +221,8 @@ struct broker {
     struct passwd_file *passwords; /* NULL: no password logins */
     struct lockout *lock_users;
     struct lockout *lock_addrs;
+    bool reloading, reload_again;
+    unsigned reload_count;
 };
 
 /* server.c */
@@ -229,6 +231,11 @@ broker *broker_new(struct ev_loop *loop, const gmq_config *cfg);
 int broker_prepare(broker *b);
 /* Open the listening sockets. */
 int broker_listen(broker *b);
+/* Build a listener's TLS material from its configuration (any thread). */
+int broker_load_tls(broker *b, const gmq_listener_cfg *lc, tls_tickets *tickets,
+                    tls_server **out, char *err, size_t errlen);
+/* reload.c: reload certificates, CRLs and the password file (SIGHUP). */
+void broker_reload(broker *b);
 void broker_shutdown(broker *b);
 void broker_free(broker *b);
 

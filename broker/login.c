@@ -301,6 +301,11 @@ int login_init(broker *b)
         LOG_ERROR("cannot create the lockout tables");
         return -1;
     }
+    /* Password checks and reloads run here, never on the loop thread. */
+    if (!(b->workers = worker_pool_new(b->loop, cfg->auth_threads))) {
+        LOG_ERROR("cannot start the worker threads");
+        return -1;
+    }
     if (!cfg->password_file)
         return 0;
     char err[512];
@@ -310,10 +315,6 @@ int login_init(broker *b)
     }
     LOG_NOTICE("password file %s: %zu user(s)", cfg->password_file,
                passwd_file_count(b->passwords));
-    if (!(b->workers = worker_pool_new(b->loop, cfg->auth_threads))) {
-        LOG_ERROR("cannot start the password-check threads");
-        return -1;
-    }
     return 0;
 }
 

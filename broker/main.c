@@ -24,6 +24,14 @@ static void usage(FILE *out)
             "  -h, --help          print this help and exit\n");
 }
 
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    LOG_NOTICE("SIGHUP received");
+    broker_reload(w->data);
+}
+
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)revents;
@@ -103,11 +111,14 @@ int main(int argc, char **argv)
     }
     if (broker_listen(b))
         goto out;
-    ev_signal sigint, sigterm;
+    ev_signal sigint, sigterm, sighup;
     ev_signal_init(&sigint, on_stop_signal, SIGINT);
     ev_signal_init(&sigterm, on_stop_signal, SIGTERM);
+    ev_signal_init(&sighup, on_hup, SIGHUP);
+    sighup.data = b;
     ev_signal_start(loop, &sigint);
     ev_signal_start(loop, &sigterm);
+    ev_signal_start(loop, &sighup);
     sys_start(b);
     LOG_NOTICE("gatemq %s started", GATEMQ_VERSION);
 
@@ -115,6 +126,7 @@ int main(int argc, char **argv)
 
     ev_signal_stop(loop, &sigint);
     ev_signal_stop(loop, &sigterm);
+    ev_signal_stop(loop, &sighup);
     broker_shutdown(b);
     LOG_NOTICE("gatemq stopped");
     status = 0;

@@ -2,11 +2,8 @@
  * retain.c - the retained-message store (see retain.h).
  *
  * One node per topic level, each holding at most one message. A node's
- * children live in a child table: up to RT_DENSE_MAX slots a packed array
- * scanned linearly, above that an open-addressing hash table with linear
- * probing and backward-shift deletion. Topic names have no wildcards, so
- * every child is an exact one. (The table mirrors the one in topictree.c;
- * the two differ only in node type.)
+ * children live in its levelmap (see levelmap.h). Topic names have no
+ * wildcards, so every child is an exact one.
  *
  * The store owns every node and table and one reference to each message it
  * holds. Nodes keep a parent pointer so that matching, pruning and freeing
@@ -22,19 +19,17 @@
 #include <string.h>
 
 #include "broker/alloc.h"
-
-#define RT_DENSE_MAX 8u /* child tables of at most this many slots are scanned */
-#define RT_NOT_FOUND UINT32_MAX
+#include "broker/levelmap.h"
 
 typedef struct rt_node {
     struct rt_node *parent;
-    struct rt_node **kids;
+    levelmap kids;
     gmq_msg *msg;
-    uint32_t nkids, kcap;
-    uint32_t hv;  /* hash of level */
-    uint32_t len; /* length of level */
-    char level[]; /* not NUL-terminated */
+    levelmap_item item; /* this node's entry in its parent's kids */
+    char level[];       /* not NUL-terminated */
 } rt_node;
+
+#define RT_NODE(it) LEVELMAP_CONTAINER(it, rt_node, item)
 
 struct retain_store {
     rt_node *root;
@@ -42,16 +37,6 @@ struct retain_store {
     size_t bytes;
     size_t nodes; /* excluding the root */
 };
-
-static uint32_t level_hash(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (uint8_t)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
 
 static size_t level_end(const char *s, size_t len, size_t from)
 {
@@ -73,122 +58,31 @@ static bool is_level(const char *s, size_t n, char c)
     return n == 1 && s[0] == c;
 }
 
-/* ---- child table ---------------------------------------------------------- */
+/* ---- children ------------------------------------------------------------ */
 
-static bool kid_is(const rt_node *c, const char *s, size_t n, uint32_t hv)
+static rt_node *kid_get(const rt_node *p, const char *s, size_t n)
 {
-    return c->hv == hv && c->len == n && memcmp(c->level, s, n) == 0;
+    levelmap_item *it = levelmap_find(&p->kids, s, n);
+    return it ? RT_NODE(it) : NULL;
 }
 
-static uint32_t kids_slot(const rt_node *p, const char *s, size_t n, uint32_t hv)
+/* The first child after c in p's slot order (the first of all when c is
+ * NULL), or NULL. With skip_dollar, children whose level starts with '$' are
+ * passed over. */
+static rt_node *kid_after(const rt_node *p, const rt_node *c, bool skip_dollar)
 {
-    if (p->kcap <= RT_DENSE_MAX) {
-        for (uint32_t i = 0; i < p->nkids; i++)
-            if (kid_is(p->kids[i], s, n, hv))
-                return i;
-        return RT_NOT_FOUND;
-    }
-    uint32_t mask = p->kcap - 1;
-    for (uint32_t i = hv & mask; p->kids[i]; i = (i + 1) & mask)
-        if (kid_is(p->kids[i], s, n, hv))
-            return i;
-    return RT_NOT_FOUND;
-}
-
-static rt_node *kids_get(const rt_node *p, const char *s, size_t n)
-{
-    if (!p->nkids)
-        return NULL;
-    uint32_t i = kids_slot(p, s, n, level_hash(s, n));
-    return i == RT_NOT_FOUND ? NULL : p->kids[i];
-}
-
-static void kids_put(rt_node *p, rt_node *c)
-{
-    if (p->kcap <= RT_DENSE_MAX) {
-        p->kids[p->nkids++] = c;
-        return;
-    }
-    uint32_t mask = p->kcap - 1, i = c->hv & mask;
-    while (p->kids[i])
-        i = (i + 1) & mask;
-    p->kids[i] = c;
-    p->nkids++;
-}
-
-static int kids_rebuild(rt_node *p, uint32_t cap)
-{
-    rt_node **fresh = gmq_calloc(cap, sizeof(*fresh));
-    if (!fresh)
-        return -1;
-    rt_node **old = p->kids;
-    uint32_t oldcap = p->kcap;
-    p->kids = fresh;
-    p->kcap = cap;
-    p->nkids = 0;
-    for (uint32_t i = 0; i < oldcap; i++) /* unused slots are NULL in both modes */
-        if (old[i])
-            kids_put(p, old[i]);
-    gmq_free(old);
-    return 0;
-}
-
-static int kids_reserve(rt_node *p)
-{
-    uint32_t need = p->nkids + 1;
-    if (p->kcap <= RT_DENSE_MAX ? need <= p->kcap : need * 4 <= p->kcap * 3)
-        return 0;
-    if (p->kcap >= UINT32_MAX / 8)
-        return -1;
-    return kids_rebuild(p, p->kcap ? p->kcap * 2 : 2);
-}
-
-static void kids_del(rt_node *p, const rt_node *c)
-{
-    uint32_t i = kids_slot(p, c->level, c->len, c->hv);
-    if (p->kcap <= RT_DENSE_MAX) {
-        p->kids[i] = p->kids[--p->nkids];
-        p->kids[p->nkids] = NULL;
-    } else {
-        uint32_t mask = p->kcap - 1, j = i;
-        for (;;) {
-            j = (j + 1) & mask;
-            if (!p->kids[j])
-                break;
-            uint32_t home = p->kids[j]->hv & mask;
-            bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
-            if (!stays) {
-                p->kids[i] = p->kids[j];
-                i = j;
-            }
-        }
-        p->kids[i] = NULL;
-        p->nkids--;
-    }
-    if (p->nkids == 0) {
-        gmq_free(p->kids);
-        p->kids = NULL;
-        p->kcap = 0;
-    } else if (p->kcap > RT_DENSE_MAX && p->nkids * 8 <= p->kcap) {
-        (void)kids_rebuild(p, p->kcap / 2); /* keeping the big table is fine too */
-    }
-}
-
-/* First child in slot order after slot from (inclusive), or NULL. With
- * skip_dollar, children whose level starts with '$' are passed over. */
-static rt_node *kids_from(const rt_node *p, uint32_t from, bool skip_dollar)
-{
-    for (uint32_t i = from; i < p->kcap; i++) {
-        const rt_node *c = p->kids[i];
-        if (c && !(skip_dollar && c->len && c->level[0] == '$'))
-            return p->kids[i];
-    }
+    const levelmap_item *it = c ? &c->item : NULL;
+    while ((it = levelmap_next(&p->kids, it)))
+        if (!(skip_dollar && it->len && it->level[0] == '$'))
+            return RT_NODE(it);
     return NULL;
 }
 
-static rt_node *kids_after(const rt_node *p, const rt_node *c, bool skip_dollar)
+/* 0, or -1 on no memory with p unchanged. p has no child of c's level. */
+static int kid_link(rt_node *p, rt_node *c)
 {
-    return kids_from(p, kids_slot(p, c->level, c->len, c->hv) + 1, skip_dollar);
+    c->parent = p;
+    return levelmap_insert(&p->kids, &c->item) == LEVELMAP_OK ? 0 : -1;
 }
 
 /* ---- nodes ---------------------------------------------------------------- */
@@ -199,9 +93,15 @@ static rt_node *node_new(const char *s, size_t n)
     if (!c)
         return NULL;
     memcpy(c->level, s, n);
-    c->len = (uint32_t)n;
-    c->hv = level_hash(s, n);
+    c->item.level = c->level;
+    c->item.len = (uint32_t)n;
     return c;
+}
+
+static void node_free(rt_node *n)
+{
+    levelmap_fini(&n->kids);
+    gmq_free(n);
 }
 
 /* Frees top and everything below it, dropping the messages' references.
@@ -210,16 +110,14 @@ static void subtree_free(rt_node *top)
 {
     rt_node *n = top;
     for (;;) {
-        while (n->kcap && !n->kids[n->kcap - 1])
-            n->kcap--;
-        if (n->kcap) {
-            n = n->kids[--n->kcap];
+        levelmap_item *it = levelmap_drain(&n->kids);
+        if (it) {
+            n = RT_NODE(it);
             continue;
         }
         rt_node *up = n == top ? NULL : n->parent;
         gmq_msg_unref(n->msg);
-        gmq_free(n->kids);
-        gmq_free(n);
+        node_free(n);
         if (!up)
             return;
         n = up;
@@ -231,7 +129,7 @@ static rt_node *find(const retain_store *r, const char *topic, size_t tlen)
     rt_node *n = r->root;
     for (size_t s = 0, e; n && s <= tlen; s = e + 1) {
         e = level_end(topic, tlen, s);
-        n = kids_get(n, topic + s, e - s);
+        n = kid_get(n, topic + s, e - s);
     }
     return n;
 }
@@ -268,10 +166,10 @@ static void clear(retain_store *r, const char *topic, size_t tlen)
     r->bytes -= n->msg->payload_len;
     gmq_msg_unref(n->msg);
     n->msg = NULL;
-    while (n != r->root && !n->msg && !n->nkids) {
+    while (n != r->root && !n->msg && !levelmap_count(&n->kids)) {
         rt_node *p = n->parent;
-        kids_del(p, n);
-        gmq_free(n);
+        levelmap_remove(&p->kids, &n->item);
+        node_free(n);
         r->nodes--;
         n = p;
     }
@@ -292,20 +190,15 @@ static rt_node *path_make(retain_store *r, rt_node *n, const char *topic, size_t
             goto fail;
         if (!tail) {
             head = c;
-        } else if (kids_reserve(tail) != 0) {
-            gmq_free(c);
+        } else if (kid_link(tail, c) != 0) {
+            node_free(c);
             goto fail;
-        } else {
-            c->parent = tail;
-            kids_put(tail, c);
         }
         tail = c;
         built++;
     }
-    if (kids_reserve(n) != 0)
+    if (kid_link(n, head) != 0) /* the last step that can fail */
         goto fail;
-    head->parent = n;
-    kids_put(n, head);
     r->nodes += built;
     return tail;
 
@@ -328,7 +221,7 @@ int retain_set(retain_store *r, gmq_msg *msg)
     size_t s = 0, e;
     for (; s <= tlen; s = e + 1) {
         e = level_end(topic, tlen, s);
-        if (!(c = kids_get(n, topic + s, e - s)))
+        if (!(c = kid_get(n, topic + s, e - s)))
             break;
         n = c;
     }
@@ -356,18 +249,18 @@ int retain_set(retain_store *r, gmq_msg *msg)
  */
 static void report_subtree(const rt_node *top, bool skip_dollar, retain_cb cb, void *arg)
 {
-    const rt_node *n = kids_from(top, 0, skip_dollar);
+    const rt_node *n = kid_after(top, NULL, skip_dollar);
     while (n) {
         if (n->msg)
             cb(n->msg, arg);
-        const rt_node *c = kids_from(n, 0, false);
+        const rt_node *c = kid_after(n, NULL, false);
         if (c) {
             n = c;
             continue;
         }
         for (;;) {
             const rt_node *p = n->parent;
-            if ((c = kids_after(p, n, skip_dollar && p == top))) {
+            if ((c = kid_after(p, n, skip_dollar && p == top))) {
                 n = c;
                 break;
             }
@@ -404,9 +297,9 @@ void retain_match(const retain_store *r, const char *filter, size_t flen,
                     report_subtree(n, n == root, cb, arg);
                     up = true;
                 } else if (is_level(filter + f, e - f, '+')) {
-                    c = kids_from(n, 0, n == root);
+                    c = kid_after(n, NULL, n == root);
                 } else {
-                    c = kids_get(n, filter + f, e - f);
+                    c = kid_get(n, filter + f, e - f);
                 }
                 if (!up && c) {
                     n = c;
@@ -421,7 +314,7 @@ void retain_match(const retain_store *r, const char *filter, size_t flen,
         const rt_node *p = n->parent;
         e = f - 1;
         f = level_start(filter, e);
-        if (is_level(filter + f, e - f, '+') && (c = kids_after(p, n, p == root))) {
+        if (is_level(filter + f, e - f, '+') && (c = kid_after(p, n, p == root))) {
             n = c;
             f = e + 1;
             up = false;

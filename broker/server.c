@@ -129,9 +129,8 @@ static int open_listener(listener *l)
     return 0;
 }
 
-/* Build the TLS material of one listener from its configuration. */
-static int load_tls(broker *b, const gmq_listener_cfg *lc, tls_tickets *tickets,
-                    tls_server **out)
+int broker_load_tls(broker *b, const gmq_listener_cfg *lc, tls_tickets *tickets,
+                    tls_server **out, char *err, size_t errlen)
 {
     const gmq_config *cfg = b->cfg;
     tls_company_ca cas[lc->ncompany_cas ? lc->ncompany_cas : 1];
@@ -150,12 +149,7 @@ static int load_tls(broker *b, const gmq_listener_cfg *lc, tls_tickets *tickets,
                                                                         : TLS_COMPANY_FROM_O,
         .san_uri_prefix = cfg->company_uri_prefix,
     };
-    char err[512];
-    if (tls_server_new(&ts, b->rng, tickets, out, err, sizeof(err))) {
-        LOG_ERROR("listener %u (line %d): %s", lc->port, lc->line, err);
-        return -1;
-    }
-    return 0;
+    return tls_server_new(&ts, b->rng, tickets, out, err, errlen);
 }
 
 int broker_prepare(broker *b)
@@ -180,8 +174,11 @@ int broker_prepare(broker *b)
             LOG_ERROR("cannot create session ticket keys");
             return -1;
         }
-        if (load_tls(b, l->cfg, l->tickets, &l->tls))
+        char err[512];
+        if (broker_load_tls(b, l->cfg, l->tickets, &l->tls, err, sizeof(err))) {
+            LOG_ERROR("listener %u (line %d): %s", l->cfg->port, l->cfg->line, err);
             return -1;
+        }
     }
     return login_init(b);
 }

@@ -1,16 +1,22 @@
 /*
  * topictree.c - the subscription index (see topictree.h).
  *
- * One node per filter level. A node's exact children live in a child table:
- * up to TT_DENSE_MAX slots it is a packed array scanned linearly, above that
- * an open-addressing hash table with linear probing and backward-shift
- * deletion (no tombstones). The '+' and '#' children have their own fields.
- * Every node holds a vector of (subscriber, qos).
+ * One node per filter level. A node's exact children live in its levelmap
+ * (see levelmap.h); the '+' and '#' children have their own fields.
  *
- * The tree owns every node, child table and vector; topictree_free releases
- * them all. Nodes keep a parent pointer so that matching, pruning and freeing
- * walk the tree without recursion and without allocating: a topic or filter
- * of 65535 bytes may have 32768 levels, too many for the C stack.
+ * Every node holds a vector of (subscriber, qos), reported in order by
+ * matching. A filter such as "sensors/#" may be shared by a great many
+ * subscribers, and a mass disconnect removes them one by one, so finding a
+ * subscriber must not scan the vector: past TT_SUBS_SCAN entries the node
+ * also keeps an open-addressing index from subscriber pointer to vector
+ * position, and removal moves the last entry into the hole. Adding and
+ * removing are then O(1) expected at any size.
+ *
+ * The tree owns every node, child table, vector and index; topictree_free
+ * releases them all. Nodes keep a parent pointer so that matching, pruning
+ * and freeing walk the tree without recursion and without allocating: a
+ * topic or filter of 65535 bytes may have 32768 levels, too many for the C
+ * stack.
  *
  * Adding builds the missing nodes as a detached chain and links it only once
  * every allocation has succeeded, so a failed add leaves the tree as it was.
@@ -20,8 +26,11 @@
 #include <string.h>
 
 #include "broker/alloc.h"
+#include "broker/levelmap.h"
 
-#define TT_DENSE_MAX 8u /* child tables of at most this many slots are scanned */
+#define TT_NOT_FOUND UINT32_MAX
+#define TT_SUBS_SCAN 16u /* vectors up to this long are searched without an index */
+#define TT_IDX_MIN 64u   /* first index size: a quarter full when it is built */
 
 enum tt_kind { TT_ROOT, TT_EXACT, TT_PLUS, TT_HASH };
 
@@ -30,37 +39,35 @@ typedef struct tt_sub {
     uint8_t qos;
 } tt_sub;
 
+/* The subscriptions of one filter. idx is NULL while the vector is short;
+ * otherwise it has icap slots (a power of two, at most half full), each 0 or
+ * a vector position plus one, placed by linear probing from the subscriber's
+ * home slot. */
+typedef struct tt_subs {
+    tt_sub *v;
+    uint32_t *idx;
+    uint32_t n, cap;
+    uint32_t icap;
+} tt_subs;
+
 typedef struct tt_node {
     struct tt_node *parent;
-    struct tt_node **kids; /* exact children, see the file comment */
+    levelmap kids; /* exact children */
     struct tt_node *plus;
     struct tt_node *hash;
-    tt_sub *subs;
-    uint32_t nkids, kcap;
-    uint32_t nsubs, scap;
-    uint32_t hv;  /* hash of level */
-    uint32_t len; /* length of level */
-    uint8_t kind; /* enum tt_kind */
-    char level[]; /* not NUL-terminated */
+    tt_subs subs;
+    levelmap_item item; /* this node's entry in its parent's kids */
+    uint8_t kind;       /* enum tt_kind */
+    char level[];       /* not NUL-terminated */
 } tt_node;
+
+#define TT_NODE(it) LEVELMAP_CONTAINER(it, tt_node, item)
 
 struct topictree {
     tt_node *root;
     size_t count; /* (filter, subscriber) pairs */
     size_t nodes; /* excluding the root */
 };
-
-#define TT_NOT_FOUND UINT32_MAX
-
-static uint32_t level_hash(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (uint8_t)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
 
 /* End of the level starting at from: the next '/' or len. */
 static size_t level_end(const char *s, size_t len, size_t from)
@@ -84,113 +91,6 @@ static bool is_level(const char *s, size_t n, char c)
     return n == 1 && s[0] == c;
 }
 
-/* ---- child table ---------------------------------------------------------- */
-
-static bool kid_is(const tt_node *c, const char *s, size_t n, uint32_t hv)
-{
-    return c->hv == hv && c->len == n && memcmp(c->level, s, n) == 0;
-}
-
-static uint32_t kids_slot(const tt_node *p, const char *s, size_t n, uint32_t hv)
-{
-    if (p->kcap <= TT_DENSE_MAX) {
-        for (uint32_t i = 0; i < p->nkids; i++)
-            if (kid_is(p->kids[i], s, n, hv))
-                return i;
-        return TT_NOT_FOUND;
-    }
-    uint32_t mask = p->kcap - 1;
-    for (uint32_t i = hv & mask; p->kids[i]; i = (i + 1) & mask)
-        if (kid_is(p->kids[i], s, n, hv))
-            return i;
-    return TT_NOT_FOUND;
-}
-
-static tt_node *kids_get(const tt_node *p, const char *s, size_t n)
-{
-    if (!p->nkids)
-        return NULL;
-    uint32_t i = kids_slot(p, s, n, level_hash(s, n));
-    return i == TT_NOT_FOUND ? NULL : p->kids[i];
-}
-
-/* Caller guarantees room (kids_reserve). */
-static void kids_put(tt_node *p, tt_node *c)
-{
-    if (p->kcap <= TT_DENSE_MAX) {
-        p->kids[p->nkids++] = c;
-        return;
-    }
-    uint32_t mask = p->kcap - 1, i = c->hv & mask;
-    while (p->kids[i])
-        i = (i + 1) & mask;
-    p->kids[i] = c;
-    p->nkids++;
-}
-
-/* Moves the children into a table of cap slots; -1 with p unchanged on no
- * memory. */
-static int kids_rebuild(tt_node *p, uint32_t cap)
-{
-    tt_node **fresh = gmq_calloc(cap, sizeof(*fresh));
-    if (!fresh)
-        return -1;
-    tt_node **old = p->kids;
-    uint32_t oldcap = p->kcap;
-    p->kids = fresh;
-    p->kcap = cap;
-    p->nkids = 0;
-    for (uint32_t i = 0; i < oldcap; i++) /* unused slots are NULL in both modes */
-        if (old[i])
-            kids_put(p, old[i]);
-    gmq_free(old);
-    return 0;
-}
-
-/* Room for one more child; hashed tables stay at most 3/4 full. */
-static int kids_reserve(tt_node *p)
-{
-    uint32_t need = p->nkids + 1;
-    if (p->kcap <= TT_DENSE_MAX ? need <= p->kcap : need * 4 <= p->kcap * 3)
-        return 0;
-    if (p->kcap >= UINT32_MAX / 8)
-        return -1;
-    return kids_rebuild(p, p->kcap ? p->kcap * 2 : 2);
-}
-
-static void kids_del(tt_node *p, const tt_node *c)
-{
-    uint32_t i = kids_slot(p, c->level, c->len, c->hv);
-    if (p->kcap <= TT_DENSE_MAX) {
-        p->kids[i] = p->kids[--p->nkids];
-        p->kids[p->nkids] = NULL;
-    } else {
-        /* Backward shift: pull later entries of the probe run into the hole
-         * unless their home slot lies cyclically in (hole, j]. */
-        uint32_t mask = p->kcap - 1, j = i;
-        for (;;) {
-            j = (j + 1) & mask;
-            if (!p->kids[j])
-                break;
-            uint32_t home = p->kids[j]->hv & mask;
-            bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
-            if (!stays) {
-                p->kids[i] = p->kids[j];
-                i = j;
-            }
-        }
-        p->kids[i] = NULL;
-        p->nkids--;
-    }
-    if (p->nkids == 0) {
-        gmq_free(p->kids);
-        p->kids = NULL;
-        p->kcap = 0;
-    } else if (p->kcap > TT_DENSE_MAX && p->nkids * 8 <= p->kcap) {
-        (void)kids_rebuild(p, p->kcap / 2); /* keeping the big table is fine too */
-    }
-}
-
 /* ---- nodes ---------------------------------------------------------------- */
 
 static tt_node *node_new(const char *s, size_t n)
@@ -199,10 +99,24 @@ static tt_node *node_new(const char *s, size_t n)
     if (!c)
         return NULL;
     memcpy(c->level, s, n);
-    c->len = (uint32_t)n;
-    c->hv = level_hash(s, n);
+    c->item.level = c->level;
+    c->item.len = (uint32_t)n;
     c->kind = is_level(s, n, '+') ? TT_PLUS : is_level(s, n, '#') ? TT_HASH : TT_EXACT;
     return c;
+}
+
+static void node_free(tt_node *n)
+{
+    levelmap_fini(&n->kids);
+    gmq_free(n->subs.v);
+    gmq_free(n->subs.idx);
+    gmq_free(n);
+}
+
+static tt_node *exact_child(const tt_node *p, const char *s, size_t n)
+{
+    levelmap_item *it = levelmap_find(&p->kids, s, n);
+    return it ? TT_NODE(it) : NULL;
 }
 
 static tt_node *child_get(const tt_node *p, const char *s, size_t n)
@@ -211,19 +125,20 @@ static tt_node *child_get(const tt_node *p, const char *s, size_t n)
         return p->plus;
     if (is_level(s, n, '#'))
         return p->hash;
-    return kids_get(p, s, n);
+    return exact_child(p, s, n);
 }
 
-/* An exact child needs kids_reserve(p) first. */
-static void child_link(tt_node *p, tt_node *c)
+/* 0, or -1 on no memory with p unchanged. p has no child of c's level. */
+static int child_link(tt_node *p, tt_node *c)
 {
     c->parent = p;
     if (c->kind == TT_PLUS)
         p->plus = c;
     else if (c->kind == TT_HASH)
         p->hash = c;
-    else
-        kids_put(p, c);
+    else if (levelmap_insert(&p->kids, &c->item) != LEVELMAP_OK)
+        return -1;
+    return 0;
 }
 
 static void child_unlink(tt_node *p, tt_node *c)
@@ -233,12 +148,12 @@ static void child_unlink(tt_node *p, tt_node *c)
     else if (c->kind == TT_HASH)
         p->hash = NULL;
     else
-        kids_del(p, c);
+        levelmap_remove(&p->kids, &c->item);
 }
 
 static bool node_empty(const tt_node *n)
 {
-    return !n->nsubs && !n->nkids && !n->plus && !n->hash;
+    return !n->subs.n && !levelmap_count(&n->kids) && !n->plus && !n->hash;
 }
 
 /* Frees top and everything below it; returns the number of nodes freed.
@@ -249,26 +164,22 @@ static size_t subtree_free(tt_node *top)
     tt_node *n = top;
     for (;;) {
         tt_node *c = NULL;
+        levelmap_item *it;
         if (n->plus) {
             c = n->plus;
             n->plus = NULL;
         } else if (n->hash) {
             c = n->hash;
             n->hash = NULL;
-        } else {
-            while (n->kcap && !n->kids[n->kcap - 1])
-                n->kcap--;
-            if (n->kcap)
-                c = n->kids[--n->kcap];
+        } else if ((it = levelmap_drain(&n->kids))) {
+            c = TT_NODE(it);
         }
         if (c) {
             n = c;
             continue;
         }
         tt_node *up = n == top ? NULL : n->parent;
-        gmq_free(n->kids);
-        gmq_free(n->subs);
-        gmq_free(n);
+        node_free(n);
         freed++;
         if (!up)
             return freed;
@@ -278,49 +189,145 @@ static size_t subtree_free(tt_node *top)
 
 /* ---- subscriptions -------------------------------------------------------- */
 
-static uint32_t subs_find(const tt_node *n, const void *subscriber)
+/* Subscribers are pointers from the broker's own allocator, never chosen by a
+ * client, so a multiplicative hash suffices; the product's upper half mixes
+ * every bit of the address, including the low ones that alignment fixes. */
+static uint32_t sub_home(const void *subscriber, uint32_t mask)
 {
-    for (uint32_t i = 0; i < n->nsubs; i++)
-        if (n->subs[i].subscriber == subscriber)
-            return i;
+    uint64_t x = (uint64_t)(uintptr_t)subscriber * 0x9e3779b97f4a7c15u;
+    return (uint32_t)(x >> 32) & mask;
+}
+
+/* Vector position of subscriber, or TT_NOT_FOUND. When the vector is indexed
+ * and the subscriber found, *slot gets its index slot. */
+static uint32_t subs_find(const tt_subs *s, const void *subscriber, uint32_t *slot)
+{
+    if (!s->idx) {
+        for (uint32_t i = 0; i < s->n; i++)
+            if (s->v[i].subscriber == subscriber)
+                return i;
+        return TT_NOT_FOUND;
+    }
+    uint32_t mask = s->icap - 1;
+    for (uint32_t i = sub_home(subscriber, mask); s->idx[i]; i = (i + 1) & mask) {
+        uint32_t pos = s->idx[i] - 1;
+        if (s->v[pos].subscriber == subscriber) {
+            *slot = i;
+            return pos;
+        }
+    }
     return TT_NOT_FOUND;
 }
 
-/* 1 when the pair existed and its qos was updated, 0 when added, -1 on no
- * memory with n unchanged. */
-static int subs_upsert(tt_node *n, void *subscriber, uint8_t qos)
+static void idx_put(uint32_t *idx, uint32_t mask, const void *subscriber, uint32_t pos)
 {
-    uint32_t i = subs_find(n, subscriber);
-    if (i != TT_NOT_FOUND) {
-        n->subs[i].qos = qos;
-        return 1;
-    }
-    if (n->nsubs == n->scap) {
-        if (n->scap >= UINT32_MAX / 2)
-            return -1;
-        uint32_t cap = n->scap ? n->scap * 2 : 2;
-        tt_sub *v = gmq_realloc(n->subs, cap * sizeof(*v));
-        if (!v)
-            return -1;
-        n->subs = v;
-        n->scap = cap;
-    }
-    n->subs[n->nsubs++] = (tt_sub){subscriber, qos};
+    uint32_t i = sub_home(subscriber, mask);
+    while (idx[i])
+        i = (i + 1) & mask;
+    idx[i] = pos + 1;
+}
+
+/* Indexes the whole vector in a fresh table of cap slots; -1 with s unchanged
+ * on no memory. */
+static int idx_rebuild(tt_subs *s, uint32_t cap)
+{
+    uint32_t *idx = gmq_calloc(cap, sizeof(*idx));
+    if (!idx)
+        return -1;
+    for (uint32_t pos = 0; pos < s->n; pos++)
+        idx_put(idx, cap - 1, s->v[pos].subscriber, pos);
+    gmq_free(s->idx);
+    s->idx = idx;
+    s->icap = cap;
     return 0;
 }
 
-static void subs_del(tt_node *n, uint32_t i)
+/* Empties index slot i by backward shift (as in levelmap.c): later entries of
+ * the probe run move into the hole unless their home lies in (hole, j]. */
+static void idx_del(tt_subs *s, uint32_t i)
 {
-    n->subs[i] = n->subs[--n->nsubs];
-    if (n->nsubs == 0) {
-        gmq_free(n->subs);
-        n->subs = NULL;
-        n->scap = 0;
-    } else if (n->scap > 8 && n->nsubs * 4 <= n->scap) {
-        tt_sub *v = gmq_realloc(n->subs, n->scap / 2 * sizeof(*v));
-        if (v) { /* keeping the larger vector is fine too */
-            n->subs = v;
-            n->scap /= 2;
+    uint32_t mask = s->icap - 1, j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!s->idx[j])
+            break;
+        uint32_t home = sub_home(s->v[s->idx[j] - 1].subscriber, mask);
+        bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            s->idx[i] = s->idx[j];
+            i = j;
+        }
+    }
+    s->idx[i] = 0;
+}
+
+/* 1 when the pair existed and its qos was updated, 0 when added, -1 on no
+ * memory with s unchanged (a grown vector's extra room is not a change). */
+static int subs_upsert(tt_subs *s, void *subscriber, uint8_t qos)
+{
+    uint32_t slot = 0;
+    uint32_t pos = subs_find(s, subscriber, &slot);
+    if (pos != TT_NOT_FOUND) {
+        s->v[pos].qos = qos;
+        return 1;
+    }
+    uint32_t need = s->n + 1;
+    if (need > s->cap) {
+        if (s->cap >= UINT32_MAX / 4)
+            return -1;
+        uint32_t cap = s->cap ? s->cap * 2 : 2;
+        tt_sub *v = gmq_realloc(s->v, cap * sizeof(*v));
+        if (!v)
+            return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    if (need > TT_SUBS_SCAN && (uint64_t)need * 2 > s->icap &&
+        (s->icap >= UINT32_MAX / 2 ||
+         idx_rebuild(s, s->icap ? s->icap * 2 : TT_IDX_MIN) != 0))
+        return -1;
+    s->v[s->n] = (tt_sub){subscriber, qos};
+    if (s->idx)
+        idx_put(s->idx, s->icap - 1, subscriber, s->n);
+    s->n++;
+    return 0;
+}
+
+/* Removes the entry at vector position pos, whose index slot (when indexed)
+ * is slot, by moving the last entry into its place. */
+static void subs_del(tt_subs *s, uint32_t pos, uint32_t slot)
+{
+    uint32_t last = s->n - 1;
+    if (s->idx) {
+        idx_del(s, slot);
+        if (pos != last) {
+            uint32_t moved = 0;
+            (void)subs_find(s, s->v[last].subscriber, &moved);
+            s->idx[moved] = pos + 1;
+        }
+    }
+    s->v[pos] = s->v[last];
+    s->n = last;
+
+    if (s->n == 0) {
+        gmq_free(s->v);
+        gmq_free(s->idx);
+        *s = (tt_subs){0};
+        return;
+    }
+    /* Shrinking is best-effort: keeping the larger vector or index is fine. */
+    if (s->idx && s->n <= TT_SUBS_SCAN / 2) { /* hysteresis: rebuilt above TT_SUBS_SCAN */
+        gmq_free(s->idx);
+        s->idx = NULL;
+        s->icap = 0;
+    } else if (s->idx && s->icap > TT_IDX_MIN && s->n * 8 <= s->icap) {
+        (void)idx_rebuild(s, s->icap / 2);
+    }
+    if (s->cap > 8 && s->n * 4 <= s->cap) {
+        tt_sub *v = gmq_realloc(s->v, s->cap / 2 * sizeof(*v));
+        if (v) {
+            s->v = v;
+            s->cap /= 2;
         }
     }
 }
@@ -361,7 +368,7 @@ int topictree_add(topictree *t, const char *filter, size_t flen, void *subscribe
         n = c;
     }
     if (s > flen) {
-        int rc = subs_upsert(n, subscriber, qos);
+        int rc = subs_upsert(&n->subs, subscriber, qos);
         if (rc == 0)
             t->count++;
         return rc < 0 ? -1 : 0;
@@ -376,20 +383,17 @@ int topictree_add(topictree *t, const char *filter, size_t flen, void *subscribe
             goto fail;
         if (!tail) {
             head = c;
-        } else if (c->kind == TT_EXACT && kids_reserve(tail) != 0) {
-            gmq_free(c);
+        } else if (child_link(tail, c) != 0) {
+            node_free(c);
             goto fail;
-        } else {
-            child_link(tail, c);
         }
         tail = c;
         built++;
     }
-    if (subs_upsert(tail, subscriber, qos) < 0)
+    if (subs_upsert(&tail->subs, subscriber, qos) < 0)
         goto fail;
-    if (head->kind == TT_EXACT && kids_reserve(n) != 0)
+    if (child_link(n, head) != 0) /* the last step that can fail */
         goto fail;
-    child_link(n, head);
     t->nodes += built;
     t->count++;
     return 0;
@@ -408,15 +412,16 @@ bool topictree_remove(topictree *t, const char *filter, size_t flen, void *subsc
         if (!(n = child_get(n, filter + s, e - s)))
             return false;
     }
-    uint32_t i = subs_find(n, subscriber);
-    if (i == TT_NOT_FOUND)
+    uint32_t slot = 0; /* set only when the vector is indexed */
+    uint32_t pos = subs_find(&n->subs, subscriber, &slot);
+    if (pos == TT_NOT_FOUND)
         return false;
-    subs_del(n, i);
+    subs_del(&n->subs, pos, slot);
     t->count--;
     while (n != t->root && node_empty(n)) {
         tt_node *p = n->parent;
         child_unlink(p, n);
-        gmq_free(n);
+        node_free(n);
         t->nodes--;
         n = p;
     }
@@ -425,8 +430,8 @@ bool topictree_remove(topictree *t, const char *filter, size_t flen, void *subsc
 
 static void report(const tt_node *n, topictree_cb cb, void *arg)
 {
-    for (uint32_t i = 0; i < n->nsubs; i++)
-        cb(n->subs[i].subscriber, n->subs[i].qos, arg);
+    for (uint32_t i = 0; i < n->subs.n; i++)
+        cb(n->subs.v[i].subscriber, n->subs.v[i].qos, arg);
 }
 
 /*
@@ -456,7 +461,7 @@ void topictree_match(const topictree *t, const char *topic, size_t tlen,
                 e = level_end(topic, tlen, s);
                 if (n->hash && !(n == root && dollar))
                     report(n->hash, cb, arg);
-                if ((c = kids_get(n, topic + s, e - s))) {
+                if ((c = exact_child(n, topic + s, e - s))) {
                     n = c;
                     s = e + 1;
                     continue;
