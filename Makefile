@@ -33,12 +33,12 @@ IT_BIN     := $(IT_SRC:tests/integration/%.c=$(B)/tests/%)
 IT_LIB_SRC := $(filter-out $(IT_SRC),$(wildcard tests/integration/*.c))
 IT_LIB_OBJ := $(IT_LIB_SRC:%.c=$(B)/%.o)
 
-TOOLS      := $(B)/gatemq-bench
+TOOLS      := $(B)/gatemq-bench $(B)/gatemq-passwd
 HEADERS    := $(wildcard protocol/*.h broker/*.h auth/*.h store/*.h tests/integration/*.h)
 
 .SECONDARY:
 
-.PHONY: all deps run test test-build unit integration bench clean check-config
+.PHONY: all deps dev-certs run test test-build unit integration bench clean check-config
 
 all: $(B)/gatemq $(TOOLS)
 
@@ -70,6 +70,9 @@ $(B)/libproto.a: $(PROTO_OBJ)
 $(B)/gatemq-bench: $(B)/tools/gatemq-bench.o $(B)/libproto.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+$(B)/gatemq-passwd: $(B)/tools/gatemq-passwd.o $(B)/libgatemq.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
 # Unit tests: test_proto_* need only the codec, the others the whole core.
 $(B)/tests/test_proto_%: $(B)/tests/unit/test_proto_%.o $(B)/libproto.a
 	@mkdir -p $(dir $@)
@@ -84,7 +87,7 @@ $(B)/tests/it_%: $(B)/tests/integration/it_%.o $(IT_LIB_OBJ) $(B)/libproto.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TESTLIBS) $(LIBS)
 
-test-build: $(B)/gatemq $(UNIT_BIN) $(IT_BIN)
+test-build: $(B)/gatemq $(TOOLS) $(UNIT_BIN) $(IT_BIN)
 
 deps:
 	@sh tools/install-deps.sh
@@ -102,7 +105,17 @@ unit: test-build
 integration: test-build
 	@sh tests/run.sh --integration $(B)
 
-run: deps all
+# Dev certificates and a dev operator login, created once under conf/certs/.
+DEV_USER     ?= operator
+DEV_PASSWORD ?= dev-only-password
+dev-certs: $(B)/gatemq-passwd
+	@sh tools/gatemq-cert dev conf/certs
+	@[ -f conf/certs/dev.passwd ] || { $(B)/gatemq-passwd -c -b conf/certs/dev.passwd $(DEV_USER) $(DEV_PASSWORD) && \
+	    echo "# dev operator login: -u $(DEV_USER) -P $(DEV_PASSWORD) (conf/certs/dev.passwd)"; }
+	@echo "# plain MQTT: mosquitto_sub -h 127.0.0.1 -p 1883 -t '#' -v"
+	@echo "# operator over TLS: mosquitto_sub -h 127.0.0.1 -p 8883 --cafile conf/certs/ca.crt -u $(DEV_USER) -P $(DEV_PASSWORD) -t '#' -v"
+
+run: deps all dev-certs
 	$(B)/gatemq
 
 check-config: $(B)/gatemq

@@ -388,6 +388,35 @@ static void test_match_dollar_topics_need_explicit_first_level(void **state)
     retain_free(r);
 }
 
+/* The '$' rule still holds when the first level is wide enough to be hashed:
+ * wildcards walk the children in table order and must pass over every '$'
+ * child wherever it lands, including first and last [MQTT-4.7.2-1]. */
+static void test_match_dollar_rule_over_hashed_first_level(void **state)
+{
+    enum { N = 40 };
+    char topic[32];
+    retain_store *r = retain_new();
+    for (int i = 0; i < N; i++) {
+        snprintf(topic, sizeof(topic), i % 2 ? "$d%d" : "t%d", i);
+        put(r, topic, "x");
+        snprintf(topic, sizeof(topic), i % 2 ? "$d%d/x" : "t%d/x", i);
+        put(r, topic, "x");
+    }
+    found f = match(r, "+");
+    assert_int_equal(f.n, N / 2);
+    found_free(&f);
+    f = match(r, "+/x");
+    assert_int_equal(f.n, N / 2);
+    found_free(&f);
+    f = match(r, "#");
+    assert_int_equal(f.n, N); /* t<i> and t<i>/x for the even i */
+    for (size_t i = 0; i < f.n; i++)
+        assert_int_equal(f.v[i]->topic[0], 't');
+    found_free(&f);
+    assert_string_equal(matched_topics(r, "$d7/#"), "[$d7] [$d7/x]");
+    retain_free(r);
+}
+
 /* Adjacent or outer separators make zero-length levels (section 4.7.3). */
 static void test_match_empty_levels_are_distinct_levels(void **state)
 {
@@ -686,6 +715,7 @@ int main(void)
         cmocka_unit_test(test_match_plus_visits_every_child_of_its_level),
         cmocka_unit_test(test_match_hash_includes_parent_level),
         cmocka_unit_test(test_match_dollar_topics_need_explicit_first_level),
+        cmocka_unit_test(test_match_dollar_rule_over_hashed_first_level),
         cmocka_unit_test(test_match_empty_levels_are_distinct_levels),
         cmocka_unit_test(test_free_drops_every_reference),
         cmocka_unit_test(test_wide_level_survives_growth_and_removal),

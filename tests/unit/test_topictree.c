@@ -21,6 +21,8 @@
 
 static char subs[4096];
 #define SUB(i) ((void *)&subs[(i)])
+static char crowd[50000]; /* subscribers for the tests of one very shared filter */
+#define CROWD(i) ((void *)&crowd[(i)])
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -412,6 +414,212 @@ static void test_many_subscribers_on_one_filter(void **state)
     topictree_free(t);
 }
 
+/* Every (subscriber, qos) of crowd[0..n) with live[i] set, each exactly once,
+ * is what "fleet/7/status" matches; the crowd's filter is "fleet/+/status". */
+static void check_crowd(const topictree *t, const bool *live, const uint8_t *qos, size_t n)
+{
+    hits h = match(t, "fleet/7/status");
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!live[i])
+            continue;
+        if (k >= h.n || h.v[k].sub != CROWD(i) || h.v[k].qos != qos[i])
+            fail_msg("subscriber %zu: missing, repeated or wrong qos", i);
+        k++;
+    }
+    assert_int_equal(h.n, k);
+    hits_free(&h);
+}
+
+/* 50000 subscribers on one filter, as when a whole fleet shares a filter:
+ * subscribe, resubscribe with new QoS, then unsubscribe them all in a
+ * scattered order. Counts and match results stay exact throughout. */
+static void test_fifty_thousand_subscribers_on_one_filter(void **state)
+{
+    enum { N = 50000 };
+    static const char filter[] = "fleet/+/status";
+    static bool live[N];
+    static uint8_t qos[N];
+    topictree *t = topictree_new();
+    for (size_t i = 0; i < N; i++) {
+        qos[i] = (uint8_t)(i % 3);
+        add(t, filter, CROWD(i), qos[i]);
+        live[i] = true;
+    }
+    assert_int_equal(topictree_count(t), N);
+    assert_int_equal(topictree_node_count(t), 3);
+    check_crowd(t, live, qos, N);
+
+    for (size_t i = 0; i < N; i += 7) { /* [MQTT-3.8.4-3]: same pair, new qos */
+        qos[i] = (uint8_t)(2 - qos[i]);
+        add(t, filter, CROWD(i), qos[i]);
+    }
+    assert_int_equal(topictree_count(t), N);
+    check_crowd(t, live, qos, N);
+
+    size_t left = N;
+    for (size_t k = 0; k < N; k++) {
+        size_t i = k * 7919 % N; /* 7919 is prime and coprime to N: a permutation */
+        if (i % 2 == 0)
+            continue;
+        assert_true(del(t, filter, CROWD(i)));
+        assert_false(del(t, filter, CROWD(i)));
+        live[i] = false;
+        left--;
+    }
+    assert_int_equal(topictree_count(t), left);
+    assert_int_equal(left, N / 2);
+    check_crowd(t, live, qos, N);
+
+    for (size_t k = 0; k < N; k++) {
+        size_t i = k * 7919 % N;
+        if (live[i]) {
+            assert_true(del(t, filter, CROWD(i)));
+            live[i] = false;
+        }
+    }
+    assert_int_equal(topictree_count(t), 0);
+    assert_int_equal(topictree_node_count(t), 0);
+    assert_int_equal(match_count(t, "fleet/7/status"), 0);
+    topictree_free(t);
+}
+
+/* Random subscribe, resubscribe and unsubscribe on one filter, so the
+ * subscriber index is built, grown, shrunk and dropped many times over while
+ * removals keep moving the last entry into holes; compared with a plain
+ * array of what should be there. */
+static void test_random_churn_on_one_filter_matches_reference(void **state)
+{
+    enum { POOL = 3000, PHASE = 20000, OPS = 9 * PHASE };
+    static const char filter[] = "fleet/+/status";
+    static bool live[POOL];
+    static uint8_t qos[POOL];
+    memset(live, 0, sizeof(live));
+    size_t count = 0;
+    rng_state = 0xc0ffee11u;
+    topictree *t = topictree_new();
+    for (int op = 0; op < OPS; op++) {
+        /* Phases: fill most of the pool, empty nearly all of it (dropping
+         * the index), then churn a few dozen around the index threshold. */
+        int phase = op / PHASE % 3;
+        size_t i = rng() % (phase == 2 ? 40u : (uint32_t)POOL);
+        uint32_t add_in_20 = phase == 0 ? 15 : phase == 1 ? 0 : 10;
+        if (rng() % 20 < add_in_20) {
+            qos[i] = (uint8_t)(rng() % 3);
+            add(t, filter, CROWD(i), qos[i]);
+            count += !live[i];
+            live[i] = true;
+        } else {
+            assert_int_equal(del(t, filter, CROWD(i)), live[i]);
+            count -= live[i];
+            live[i] = false;
+        }
+        assert_int_equal(topictree_count(t), count);
+        if (op % 5000 == 0)
+            check_crowd(t, live, qos, POOL);
+    }
+    check_crowd(t, live, qos, POOL);
+    topictree_free(t);
+}
+
+/* Churn at the densest load the subscriber index allows: at most 32
+ * subscribers, so its 64 slots stay up to half full and probe runs often
+ * wrap past the end of the table, which deletion must handle. Each round
+ * uses a fresh block of addresses for a different layout. */
+static void test_dense_index_churn_keeps_every_subscriber(void **state)
+{
+    enum { SET = 32, ROUNDS = 200, OPS = 2000 };
+    static const char filter[] = "fleet/+/status";
+    bool live[SET];
+    uint8_t qos[SET];
+    rng_state = 0x5eed1234u;
+    topictree *t = topictree_new();
+    for (int round = 0; round < ROUNDS; round++) {
+        size_t base = (size_t)round * SET;
+        size_t count = 0;
+        memset(live, 0, sizeof(live));
+        for (int op = 0; op < OPS; op++) {
+            size_t i = rng() % SET;
+            if (rng() % 4) {
+                qos[i] = (uint8_t)(rng() % 3);
+                add(t, filter, CROWD(base + i), qos[i]);
+                count += !live[i];
+                live[i] = true;
+            } else {
+                assert_int_equal(del(t, filter, CROWD(base + i)), live[i]);
+                count -= live[i];
+                live[i] = false;
+            }
+            assert_int_equal(topictree_count(t), count);
+        }
+        for (size_t i = 0; i < SET; i++)
+            if (live[i])
+                assert_true(del(t, filter, CROWD(base + i)));
+        assert_int_equal(topictree_count(t), 0);
+    }
+    topictree_free(t);
+}
+
+/* Subscribing many to one filter while allocations fail, through the
+ * building and every growth of the subscriber index: each failure returns -1
+ * and the tree matches and counts exactly as before. */
+static void test_add_failure_with_indexed_subscribers_leaves_tree_unchanged(void **state)
+{
+    enum { N = 300 };
+    size_t failed = 0;
+    topictree *t = topictree_new();
+    for (size_t k = 0; k < N; k++) {
+        unsigned long n;
+        for (n = 1; n < 100; n++) {
+            hits before = match(t, "a/b");
+            gmq_alloc_fail_at(n);
+            int rc = topictree_add(t, "a/b", 3, CROWD(k), 1);
+            gmq_alloc_fail_at(0);
+            if (rc == 0) {
+                hits_free(&before);
+                break;
+            }
+            assert_int_equal(rc, -1);
+            failed++;
+            hits after = match(t, "a/b");
+            assert_true(hits_equal(&after, &before));
+            assert_int_equal(topictree_count(t), k);
+            hits_free(&before);
+            hits_free(&after);
+        }
+        assert_true(n < 100);
+    }
+    assert_int_equal(topictree_count(t), N);
+    assert_true(failed >= 10); /* vector doublings and index builds fail */
+    topictree_free(t);
+}
+
+/* Unsubscribing never fails: when shrinking the vector or its index finds
+ * no memory, the subscription is still gone and the rest still match. */
+static void test_remove_without_memory_still_removes(void **state)
+{
+    enum { N = 300 };
+    static bool live[N];
+    static uint8_t qos[N];
+    topictree *t = topictree_new();
+    for (size_t i = 0; i < N; i++) {
+        qos[i] = 1;
+        live[i] = true;
+        add(t, "fleet/+/status", CROWD(i), 1);
+    }
+    for (size_t i = 0; i < N; i++) {
+        gmq_alloc_fail_at(1);
+        assert_true(del(t, "fleet/+/status", CROWD(i)));
+        gmq_alloc_fail_at(0);
+        live[i] = false;
+        assert_int_equal(topictree_count(t), N - i - 1);
+        if (i % 23 == 0)
+            check_crowd(t, live, qos, N);
+    }
+    assert_int_equal(topictree_node_count(t), 0);
+    topictree_free(t);
+}
+
 /* Thousands of siblings: the child table grows into a hash table and shrinks
  * back while every lookup keeps finding the right child. */
 static void test_wide_node_survives_growth_and_removal(void **state)
@@ -662,6 +870,11 @@ int main(void)
         cmocka_unit_test(test_remove_prunes_empty_nodes),
         cmocka_unit_test(test_remove_keeps_node_with_children),
         cmocka_unit_test(test_many_subscribers_on_one_filter),
+        cmocka_unit_test(test_fifty_thousand_subscribers_on_one_filter),
+        cmocka_unit_test(test_random_churn_on_one_filter_matches_reference),
+        cmocka_unit_test(test_dense_index_churn_keeps_every_subscriber),
+        cmocka_unit_test(test_add_failure_with_indexed_subscribers_leaves_tree_unchanged),
+        cmocka_unit_test(test_remove_without_memory_still_removes),
         cmocka_unit_test(test_wide_node_survives_growth_and_removal),
         cmocka_unit_test(test_small_hashed_tables_survive_random_removal),
         cmocka_unit_test(test_deepest_filter_matches_without_recursion),
