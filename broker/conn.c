@@ -395,7 +395,10 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         if (n < 0) {
-            conn_close(c, c->tp_ctx && !c->tls_done ? "TLS handshake failed" : "read error");
+            bool handshake = c->tp_ctx && !c->tls_done;
+            if (handshake)
+                b->stats.tls_handshakes_failed++;
+            conn_close(c, handshake ? "TLS handshake failed" : "read error");
             return;
         }
         b->stats.bytes_received += (uint64_t)n;

@@ -42,6 +42,9 @@ void sys_publish(broker *b)
     publish_u64(b, "$SYS/broker/bytes/received", st->bytes_received);
     publish_u64(b, "$SYS/broker/bytes/sent", st->bytes_sent);
     publish_u64(b, "$SYS/broker/connections/refused", st->connections_refused);
+    publish_u64(b, "$SYS/broker/tls/handshakes_failed", st->tls_handshakes_failed);
+    publish_u64(b, "$SYS/broker/logins/failed", st->auth_failures);
+    publish_u64(b, "$SYS/broker/logins/lockouts", st->lockouts);
     /* Counted after the updates above, and including itself. */
     static const char count_topic[] = "$SYS/broker/retained messages/count";
     size_t n = retain_count(b->retained);
