@@ -77,6 +77,7 @@ typedef struct sub {
 enum { OUT_WAIT_PUBACK, OUT_WAIT_PUBREC, OUT_WAIT_PUBCOMP };
 typedef struct outmsg {
     gmq_msg *msg; /* NULL once PUBREC arrived: only PUBREL/PUBCOMP remain */
+    uint64_t seq; /* delivery number within the session (store key) */
     uint16_t packet_id;
     uint8_t qos;
     uint8_t state;
@@ -86,6 +87,7 @@ typedef struct outmsg {
 /* A message waiting for room in the in-flight window (or for the client). */
 typedef struct queued {
     gmq_msg *msg;
+    uint64_t seq;
     uint8_t qos;
     bool retain;
 } queued;
@@ -111,6 +113,7 @@ struct session {
     size_t nrx_qos2, caprx_qos2;
 
     uint16_t next_id;
+    uint64_t next_seq; /* numbers deliveries, for the store */
 
     /* Scratch for routing one message: fold overlapping subscriptions. */
     uint64_t match_gen;
@@ -159,6 +162,12 @@ struct conn {
     auth_job *auth;         /* the running password check, or NULL */
     bool read_wants_write;  /* the transport needs writability to read on */
     bool tls_done;          /* TLS handshake completed */
+    /* Acknowledgements held until the store commits what they vouch for,
+     * in the order the packets they answer arrived [MQTT-4.6.0-2..4]. */
+    struct pending_ack *acks;
+    size_t nacks, capacks, ackhead;
+    bool ack_waiting;       /* on b->ack_waiters */
+    conn *ack_next;
     gmq_msg *will;       /* this connection's will, NULL: none */
     bool send_will;      /* publish the will when reaped (abnormal close) */
     bool counted;        /* included in stats.clients_connected */
@@ -223,6 +232,10 @@ struct broker {
     struct lockout *lock_addrs;
     bool reloading, reload_again;
     unsigned reload_count;
+
+    struct store *store; /* NULL: nothing survives a restart */
+    bool loading;        /* restoring from the store: do not write back */
+    conn *ack_waiters;   /* conns with acknowledgements waiting for a commit */
 };
 
 /* server.c */
@@ -259,6 +272,8 @@ session *session_new(broker *b, const char *id, size_t idlen);
 /* Ends a session: removes its subscriptions from the tree, drops its
  * messages, takes it out of the map and frees it. */
 void session_destroy(session *s);
+/* Ends a session for good: also deletes what the store keeps of it. */
+void session_discard(session *s);
 session *session_map_get(const session_map *m, const char *id, size_t len);
 int session_map_put(session_map *m, session *s);
 void session_map_del(session_map *m, session *s);
@@ -270,6 +285,9 @@ void session_resume(session *s);
 void session_pump(session *s);
 int session_ack(session *s, uint8_t type, uint16_t packet_id);
 bool session_rx_qos2_has(const session *s, uint16_t id);
+/* Restore one stored delivery (m NULL only for STORE_WAIT_PUBCOMP). */
+int session_restore_delivery(session *s, gmq_msg *m, uint64_t seq, uint8_t qos, bool retain,
+                             uint16_t packet_id, int state);
 int session_rx_qos2_add(session *s, uint16_t id);
 void session_rx_qos2_del(session *s, uint16_t id);
 

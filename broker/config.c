@@ -73,6 +73,7 @@ void gmq_config_free(gmq_config *c)
     gmq_free(c->listeners);
     gmq_free(c->company_uri_prefix);
     gmq_free(c->password_file);
+    gmq_free(c->persistence_file);
     for (size_t i = 0; i < c->nanon_deny; i++)
         gmq_free(c->anon_deny[i]);
     gmq_free(c->anon_deny);
@@ -242,6 +243,17 @@ static int directive(parser *p, gmq_config *c, char **argv, int argc)
     }
     if (strcmp(k, "password_file") == 0)
         return set_path(p, k, a, &c->password_file);
+    if (strcmp(k, "persistence_file") == 0)
+        return set_path(p, k, a, &c->persistence_file);
+    if (strcmp(k, "persistence_sync") == 0) {
+        if (strcmp(a, "normal") == 0)
+            c->persistence_sync_full = false;
+        else if (strcmp(a, "full") == 0)
+            c->persistence_sync_full = true;
+        else
+            return fail(p, "persistence_sync: expected normal or full, got '%s'", a);
+        return 0;
+    }
     if (strcmp(k, "certificate_company") == 0) {
         if (strcmp(a, "o") == 0 || strcmp(a, "O") == 0)
             c->company_from = GMQ_COMPANY_FROM_O;
@@ -364,6 +376,9 @@ static int check_whole(parser *p, gmq_config *c)
         if (l->require_certificate && !l->cafile && !l->ncompany_cas)
             return fail(p, "listener %u: require_certificate needs cafile or company_ca", l->port);
     }
+    if (c->lockout_time > c->lockout_max_time)
+        return fail(p, "lockout_time (%.0f) is longer than lockout_max_time (%.0f)",
+                    c->lockout_time, c->lockout_max_time);
     if (c->company_from == GMQ_COMPANY_FROM_SAN_URI && !c->company_uri_prefix)
         return fail(p, "certificate_company san_uri needs certificate_company_uri_prefix");
     return 0;

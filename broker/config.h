@@ -61,6 +61,8 @@ typedef struct gmq_config {
     unsigned lockout_threshold;       /* failed logins before a lock */
     double lockout_time;              /* first lock, seconds; doubles */
     double lockout_max_time;          /* cap of a lock, seconds */
+    char *persistence_file;           /* NULL: nothing survives a restart */
+    bool persistence_sync_full;       /* fsync every commit (power-loss safe) */
 } gmq_config;
 
 /* The configuration used when no file is given: conf/dev.conf, compiled in. */

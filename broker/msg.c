@@ -18,6 +18,7 @@ gmq_msg *gmq_msg_new(const char *topic, size_t topic_len, const uint8_t *payload
     m->topic_len = (uint16_t)topic_len;
     m->payload_len = (uint32_t)payload_len;
     m->id = 0;
+    m->store_refs = 0;
     m->topic = (char *)(m + 1);
     memcpy(m->topic, topic, topic_len);
     m->topic[topic_len] = '\0';

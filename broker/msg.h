@@ -20,6 +20,7 @@ typedef struct gmq_msg {
     uint16_t topic_len;
     uint32_t payload_len;
     uint64_t id;       /* broker-wide sequence number, 0 until assigned */
+    uint32_t store_refs; /* delivery rows in the store that need it */
     char *topic;       /* points into the same allocation */
     uint8_t *payload;  /* points into the same allocation; NULL when empty */
 } gmq_msg;

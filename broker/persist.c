@@ -1,0 +1,391 @@
+/*
+ * persist.c - the broker's side of the store (see persist.h and store.h).
+ */
+#include <string.h>
+#include <time.h>
+
+#include "broker/alloc.h"
+#include "broker/log.h"
+#include "broker/persist.h"
+#include "store/store.h"
+
+static bool durable(const session *s)
+{
+    broker *b = s->b;
+    return b->store && !b->loading && !s->clean;
+}
+
+void persist_session_new(session *s)
+{
+    if (durable(s))
+        store_put_session(s->b->store, s->client_id, (int64_t)time(NULL));
+}
+
+void persist_session_delete(session *s)
+{
+    if (durable(s))
+        store_del_session(s->b->store, s->client_id);
+}
+
+void persist_subscription(session *s, const char *filter, uint8_t qos)
+{
+    if (durable(s))
+        store_put_subscription(s->b->store, s->client_id, filter, qos);
+}
+
+void persist_unsubscription(session *s, const char *filter)
+{
+    if (durable(s))
+        store_del_subscription(s->b->store, s->client_id, filter);
+}
+
+void persist_delivery(session *s, uint64_t seq, gmq_msg *m, uint8_t qos, bool retain,
+                      uint16_t packet_id, int state, bool first)
+{
+    if (!durable(s))
+        return;
+    store *st = s->b->store;
+    if (first) {
+        /* The message row is written with its first delivery. */
+        if (m->store_refs++ == 0)
+            store_put_message(st, m->id, m->topic, m->topic_len, m->payload, m->payload_len,
+                              m->qos, m->retain);
+    }
+    store_put_delivery(st, s->client_id, seq, m->id, qos, retain, packet_id, state);
+}
+
+void persist_release(broker *b, gmq_msg *m)
+{
+    if (!b->store || b->loading || !m || m->store_refs == 0)
+        return;
+    if (--m->store_refs == 0)
+        store_del_message(b->store, m->id);
+}
+
+void persist_delivery_done(session *s, uint64_t seq, gmq_msg *m)
+{
+    if (!durable(s))
+        return;
+    store_del_delivery(s->b->store, s->client_id, seq);
+    persist_release(s->b, m);
+}
+
+void persist_rx_qos2(session *s, uint16_t packet_id, bool add)
+{
+    if (!durable(s))
+        return;
+    if (add)
+        store_put_rx_qos2(s->b->store, s->client_id, packet_id);
+    else
+        store_del_rx_qos2(s->b->store, s->client_id, packet_id);
+}
+
+void persist_retained(broker *b, const gmq_msg *m)
+{
+    /* $-topics are the broker's own and rebuilt at start. */
+    if (!b->store || b->loading || m->topic[0] == '$')
+        return;
+    if (m->payload_len == 0)
+        store_del_retained(b->store, m->topic, m->topic_len);
+    else
+        store_put_retained(b->store, m->topic, m->topic_len, m->payload, m->payload_len, m->qos);
+}
+
+/* ---- acknowledgements after commit ------------------------------------- */
+
+uint64_t persist_mark(const broker *b)
+{
+    return b->store ? store_last_queued(b->store) : 0;
+}
+
+static void send_ack(conn *c, uint8_t type, uint16_t id)
+{
+    uint8_t *buf = conn_reserve(c, 4);
+    if (!buf) {
+        conn_close(c, "no memory for output");
+        return;
+    }
+    mqtt_encode_packet_id(buf, 4, type, id);
+    conn_commit(c, 4);
+}
+
+void persist_ack(conn *c, uint8_t type, uint16_t packet_id, uint64_t before, uint64_t after)
+{
+    broker *b = c->b;
+    bool committed = after == before || (b->store && after <= store_last_committed(b->store));
+    if (c->nacks == 0 && committed) {
+        send_ack(c, type, packet_id);
+        return;
+    }
+    if (c->nacks == c->capacks) {
+        size_t ncap = c->capacks ? c->capacks * 2 : 8;
+        struct pending_ack *v = gmq_malloc(ncap * sizeof(*v));
+        if (!v) {
+            conn_close(c, "no memory for acknowledgements");
+            return;
+        }
+        for (size_t i = 0; i < c->nacks; i++)
+            v[i] = c->acks[(c->ackhead + i) % c->capacks];
+        gmq_free(c->acks);
+        c->acks = v;
+        c->capacks = ncap;
+        c->ackhead = 0;
+    }
+    /* Queued behind earlier ones, whatever each needs [MQTT-4.6.0-2..4]. */
+    c->acks[(c->ackhead + c->nacks) % c->capacks] =
+        (struct pending_ack){.seq = after, .type = type, .packet_id = packet_id};
+    c->nacks++;
+    if (!c->ack_waiting) {
+        c->ack_waiting = true;
+        c->ack_next = b->ack_waiters;
+        b->ack_waiters = c;
+    }
+}
+
+void persist_committed(broker *b, uint64_t seq)
+{
+    conn **link = &b->ack_waiters;
+    while (*link) {
+        conn *c = *link;
+        while (c->nacks && c->acks[c->ackhead].seq <= seq && c->state != CONN_CLOSING) {
+            struct pending_ack a = c->acks[c->ackhead];
+            c->ackhead = (c->ackhead + 1) % c->capacks;
+            c->nacks--;
+            send_ack(c, a.type, a.packet_id);
+        }
+        if (c->nacks == 0) {
+            *link = c->ack_next;
+            c->ack_waiting = false;
+        } else {
+            link = &c->ack_next;
+        }
+    }
+}
+
+void persist_forget_conn(conn *c)
+{
+    if (c->ack_waiting) {
+        for (conn **link = &c->b->ack_waiters; *link; link = &(*link)->ack_next)
+            if (*link == c) {
+                *link = c->ack_next;
+                break;
+            }
+        c->ack_waiting = false;
+    }
+    gmq_free(c->acks);
+    c->acks = NULL;
+    c->nacks = c->capacks = c->ackhead = 0;
+}
+
+static void on_commit(void *arg, uint64_t seq)
+{
+    persist_committed(arg, seq);
+}
+
+/* ---- restoring at start --------------------------------------------------- */
+
+/* Messages by id while loading: open addressing over a power-of-two table. */
+typedef struct load_ctx {
+    broker *b;
+    gmq_msg **slots;
+    size_t cap, count;
+    uint64_t max_id;
+    session *cur;
+    size_t sessions, deliveries, retained;
+} load_ctx;
+
+static size_t id_slot(const load_ctx *l, uint64_t id)
+{
+    uint64_t h = id * 0x9e3779b97f4a7c15ull;
+    return (size_t)(h >> 7) & (l->cap - 1);
+}
+
+static int msgmap_put(load_ctx *l, gmq_msg *m)
+{
+    if ((l->count + 1) * 2 > l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 1024;
+        gmq_msg **slots = gmq_calloc(ncap, sizeof(*slots));
+        if (!slots)
+            return -1;
+        gmq_msg **old = l->slots;
+        size_t ocap = l->cap;
+        l->slots = slots;
+        l->cap = ncap;
+        for (size_t i = 0; i < ocap; i++)
+            if (old[i]) {
+                size_t j = id_slot(l, old[i]->id);
+                while (l->slots[j])
+                    j = (j + 1) & (l->cap - 1);
+                l->slots[j] = old[i];
+            }
+        gmq_free(old);
+    }
+    size_t j = id_slot(l, m->id);
+    while (l->slots[j])
+        j = (j + 1) & (l->cap - 1);
+    l->slots[j] = m;
+    l->count++;
+    return 0;
+}
+
+static gmq_msg *msgmap_get(const load_ctx *l, uint64_t id)
+{
+    if (!l->cap)
+        return NULL;
+    for (size_t j = id_slot(l, id); l->slots[j]; j = (j + 1) & (l->cap - 1))
+        if (l->slots[j]->id == id)
+            return l->slots[j];
+    return NULL;
+}
+
+static int load_message(void *arg, uint64_t id, const char *topic, size_t topic_len,
+                        const uint8_t *payload, size_t payload_len, uint8_t qos, bool retain)
+{
+    load_ctx *l = arg;
+    gmq_msg *m = gmq_msg_new(topic, topic_len, payload, payload_len, qos, retain);
+    if (!m)
+        return -1;
+    m->id = id;
+    if (id > l->max_id)
+        l->max_id = id;
+    if (msgmap_put(l, m)) {
+        gmq_msg_unref(m);
+        return -1;
+    }
+    return 0;
+}
+
+static int load_retained(void *arg, const char *topic, size_t topic_len, const uint8_t *payload,
+                         size_t payload_len, uint8_t qos)
+{
+    load_ctx *l = arg;
+    gmq_msg *m = gmq_msg_new(topic, topic_len, payload, payload_len, qos, true);
+    if (!m)
+        return -1;
+    /* Messages come first, so max_id already covers every stored id. */
+    m->id = ++l->max_id;
+    int rc = retain_set(l->b->retained, m);
+    gmq_msg_unref(m);
+    l->retained++;
+    return rc;
+}
+
+static session *find_session(load_ctx *l, const char *client_id)
+{
+    if (l->cur && strcmp(l->cur->client_id, client_id) == 0)
+        return l->cur;
+    l->cur = session_map_get(&l->b->sessions, client_id, strlen(client_id));
+    return l->cur;
+}
+
+static int load_session(void *arg, const char *client_id, int64_t last_seen)
+{
+    load_ctx *l = arg;
+    (void)last_seen;
+    session *s = session_new(l->b, client_id, strlen(client_id));
+    if (!s)
+        return -1;
+    s->clean = false;
+    if (session_map_put(&l->b->sessions, s)) {
+        session_destroy(s);
+        return -1;
+    }
+    l->cur = s;
+    l->sessions++;
+    return 0;
+}
+
+static int load_subscription(void *arg, const char *client_id, const char *filter, uint8_t qos)
+{
+    session *s = find_session(arg, client_id);
+    if (!s)
+        return 0; /* an orphan row: its session is gone */
+    return session_subscribe(s, filter, strlen(filter), qos);
+}
+
+static int load_delivery(void *arg, const char *client_id, uint64_t seq, uint64_t msg_id,
+                         uint8_t qos, bool retain, uint16_t packet_id, int state)
+{
+    load_ctx *l = arg;
+    session *s = find_session(l, client_id);
+    if (!s)
+        return 0;
+    gmq_msg *m = msgmap_get(l, msg_id);
+    if (!m && state != STORE_WAIT_PUBCOMP) {
+        LOG_WARN("store: delivery %llu of %s refers to a missing message; skipped",
+                 (unsigned long long)seq, client_id);
+        return 0;
+    }
+    l->deliveries++;
+    return session_restore_delivery(s, state == STORE_WAIT_PUBCOMP ? NULL : m, seq, qos, retain,
+                                    packet_id, state);
+}
+
+static int load_rx_qos2(void *arg, const char *client_id, uint16_t packet_id)
+{
+    session *s = find_session(arg, client_id);
+    return s ? session_rx_qos2_add(s, packet_id) : 0;
+}
+
+int persist_open(broker *b)
+{
+    const gmq_config *cfg = b->cfg;
+    if (!cfg->persistence_file)
+        return 0;
+    char err[512];
+    b->store = store_open(cfg->persistence_file,
+                          cfg->persistence_sync_full ? STORE_SYNC_FULL : STORE_SYNC_NORMAL, err,
+                          sizeof(err));
+    if (!b->store) {
+        LOG_ERROR("persistence: %s", err);
+        return -1;
+    }
+    static const store_load_cb cb = {
+        .message = load_message,
+        .retained = load_retained,
+        .session = load_session,
+        .subscription = load_subscription,
+        .delivery = load_delivery,
+        .rx_qos2 = load_rx_qos2,
+    };
+    load_ctx l = {.b = b};
+    b->loading = true;
+    int rc = store_load(b->store, &cb, &l, err, sizeof(err));
+    b->loading = false;
+    if (rc)
+        LOG_ERROR("persistence: loading %s: %s", cfg->persistence_file, err);
+    /* Ids continue after every stored one; messages no delivery needs any
+     * more (left by a crash) are deleted. */
+    b->next_msg_id = l.max_id;
+    size_t orphans = 0;
+    for (size_t i = 0; i < l.cap; i++) {
+        gmq_msg *m = l.slots[i];
+        if (!m)
+            continue;
+        if (m->store_refs == 0 && rc == 0) {
+            store_del_message(b->store, m->id);
+            orphans++;
+        }
+        gmq_msg_unref(m);
+    }
+    gmq_free(l.slots);
+    if (rc)
+        return -1;
+    LOG_NOTICE("persistence: %s: %zu retained message(s), %zu persistent session(s), %zu "
+               "queued or in-flight message(s)%s",
+               cfg->persistence_file, l.retained, l.sessions, l.deliveries,
+               orphans ? " (unreferenced messages removed)" : "");
+    if (store_start(b->store, b->loop, on_commit, b)) {
+        LOG_ERROR("persistence: cannot start the store thread");
+        return -1;
+    }
+    return 0;
+}
+
+void persist_close(broker *b)
+{
+    if (!b->store)
+        return;
+    store_close(b->store); /* commits everything queued */
+    b->store = NULL;
+}

@@ -1,0 +1,114 @@
+/*
+ * store.h - durable state in one SQLite database (WAL mode).
+ *
+ * What is stored: retained messages; persistent sessions (clean session 0)
+ * with their subscriptions, the messages queued or in flight to them, and
+ * the QoS 2 packet ids they sent that await PUBREL. The store is the only
+ * code that speaks SQL; every value is bound, statements are prepared once.
+ *
+ * Threads: store_open() and store_load() run on the caller's thread before
+ * the event loop starts. After store_start(), one store thread owns the
+ * database. The loop thread queues writes with the store_put_* / store_del_*
+ * calls, which copy what they need and never wait on disk; the store thread
+ * commits them in groups (one transaction per batch) in the order queued.
+ * Each queued write gets a sequence number (store_last_queued); when a batch
+ * commits, the store publishes the highest committed number and wakes the
+ * loop through ev_async, calling the commit callback there. A message whose
+ * durability matters is acknowledged to its publisher only once the
+ * sequence number of its last write has committed.
+ *
+ * Messages are stored once (table messages, keyed by the broker's message
+ * id) and referenced by every delivery row that needs them; the caller
+ * deletes a message row when its last delivery is gone.
+ *
+ * Errors: functions returning int return 0 or -1 with err filled. A failed
+ * commit on the store thread is logged and retried; the loop is never
+ * blocked by it (writes wait, acknowledgements wait with them).
+ */
+#ifndef GATEMQ_STORE_H
+#define GATEMQ_STORE_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store store;
+
+/* Delivery states, as the broker's session keeps them. */
+enum store_delivery_state {
+    STORE_QUEUED = 0,       /* waiting for the window or the client */
+    STORE_WAIT_PUBACK = 1,  /* QoS 1 sent */
+    STORE_WAIT_PUBREC = 2,  /* QoS 2 sent */
+    STORE_WAIT_PUBCOMP = 3, /* QoS 2 PUBREL sent; the message is no longer needed */
+};
+
+enum store_sync { STORE_SYNC_NORMAL = 0, STORE_SYNC_FULL = 1 };
+
+/* Open (creating if absent) the database at path: WAL mode, synchronous
+ * NORMAL or FULL, schema created or migrated forward (PRAGMA user_version),
+ * statements prepared. A file that is not a database or fails the integrity
+ * check is renamed to "<path>.corrupt-<unix time>" with a loud error, and a
+ * fresh database is created in its place. Returns NULL with err on failure
+ * (e.g. the directory is not writable). */
+store *store_open(const char *path, enum store_sync sync, char *err, size_t errlen);
+
+/* ---- loading at start (caller's thread, before store_start) ------------- */
+
+typedef struct store_load_cb {
+    /* Called once per row, in this order: every message, every retained
+     * message, every session, its subscriptions, its deliveries (by seq), its
+     * QoS 2 receipt ids. Pointers are valid only during the call. Return 0 to
+     * go on, non-zero to stop loading (store_load then fails). */
+    int (*message)(void *arg, uint64_t id, const char *topic, size_t topic_len,
+                   const uint8_t *payload, size_t payload_len, uint8_t qos, bool retain);
+    int (*retained)(void *arg, const char *topic, size_t topic_len, const uint8_t *payload,
+                    size_t payload_len, uint8_t qos);
+    int (*session)(void *arg, const char *client_id, int64_t last_seen);
+    int (*subscription)(void *arg, const char *client_id, const char *filter, uint8_t qos);
+    int (*delivery)(void *arg, const char *client_id, uint64_t seq, uint64_t msg_id,
+                    uint8_t qos, bool retain, uint16_t packet_id, int state);
+    int (*rx_qos2)(void *arg, const char *client_id, uint16_t packet_id);
+} store_load_cb;
+
+int store_load(store *s, const store_load_cb *cb, void *arg, char *err, size_t errlen);
+
+/* ---- running ------------------------------------------------------------ */
+
+/* Start the store thread. on_commit(arg, seq) is called on the loop thread
+ * after writes up to seq have committed (seq only grows). */
+int store_start(store *s, struct ev_loop *loop, void (*on_commit)(void *arg, uint64_t seq),
+                void *arg);
+
+/* Sequence number of the last write queued (0 before any). */
+uint64_t store_last_queued(const store *s);
+/* Highest sequence number known committed (loop thread). */
+uint64_t store_last_committed(const store *s);
+/* Writes queued and not yet committed (for $SYS). */
+size_t store_backlog(const store *s);
+
+/* Writes: called on the loop thread; each copies its arguments. On no
+ * memory the write is dropped and logged, and -1 returned. */
+int store_put_retained(store *s, const char *topic, size_t topic_len, const uint8_t *payload,
+                       size_t payload_len, uint8_t qos);
+int store_del_retained(store *s, const char *topic, size_t topic_len);
+int store_put_message(store *s, uint64_t id, const char *topic, size_t topic_len,
+                      const uint8_t *payload, size_t payload_len, uint8_t qos, bool retain);
+int store_del_message(store *s, uint64_t id);
+int store_put_session(store *s, const char *client_id, int64_t last_seen);
+/* Deletes the session and its subscriptions, deliveries and receipt ids. */
+int store_del_session(store *s, const char *client_id);
+int store_put_subscription(store *s, const char *client_id, const char *filter, uint8_t qos);
+int store_del_subscription(store *s, const char *client_id, const char *filter);
+/* Insert or replace the delivery (client_id, seq). */
+int store_put_delivery(store *s, const char *client_id, uint64_t seq, uint64_t msg_id,
+                       uint8_t qos, bool retain, uint16_t packet_id, int state);
+int store_del_delivery(store *s, const char *client_id, uint64_t seq);
+int store_put_rx_qos2(store *s, const char *client_id, uint16_t packet_id);
+int store_del_rx_qos2(store *s, const char *client_id, uint16_t packet_id);
+
+/* Stop the thread after committing everything queued, and close the
+ * database. Loop thread (or any thread once the loop stopped). */
+void store_close(store *s);
+
+#endif
