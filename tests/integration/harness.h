@@ -20,10 +20,23 @@
  * closes leftover connections and prints the log of any broker the test did
  * not stop. Register every test with IT_TEST so that happens.
  *
+ * A broker that does not stop cleanly keeps its temporary directory
+ * (/tmp/gatemq-it.*, config and log) for inspection; the path is printed.
+ *
  * Ownership: it_broker_stop/it_broker_kill9 free the broker, it_close frees a
  * connection, it_proc_free frees a tool process. Pointers returned into a
  * connection (frames, decoded PUBLISH views) stay valid until the next
  * receive on that connection.
+ *
+ * Absence checks by marker: to show a message is NOT delivered, the same
+ * publisher then sends a marker the receiver is subscribed to, and the
+ * receiver's next packet must be the marker. The spec orders messages per
+ * topic [MQTT-4.6.0-6]; across topics this relies on the broker handling one
+ * connection's packets in order, which a single event loop does.
+ *
+ * Running: tests/run.sh --integration BUILD_DIR, or one program directly:
+ *   make B=build/h3 build/h3/gatemq build/h3/tests/it_connect
+ *   GATEMQ_BIN=build/h3/gatemq build/h3/tests/it_connect
  */
 #ifndef GATEMQ_IT_HARNESS_H
 #define GATEMQ_IT_HARNESS_H

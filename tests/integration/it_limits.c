@@ -146,13 +146,14 @@ static void test_unsubscribe_without_filters_closes(void **state)
     VIOLATION(0xa2, 0x02, 0x00, 0x01);
 }
 
-/* [MQTT-3-8.3-4] requested QoS 3. */
+/* [MQTT-3.8.3-4] (printed "MQTT-3-8.3-4" in the spec): requested QoS 3. */
 static void test_subscribe_requested_qos_3_closes(void **state)
 {
     VIOLATION(0x82, 0x06, 0x00, 0x01, 0x00, 0x01, 'a', 0x03);
 }
 
-/* [MQTT-3-8.3-4] reserved bits of the requested QoS byte set. */
+/* [MQTT-3.8.3-4] (printed "MQTT-3-8.3-4" in the spec): reserved bits of
+ * the requested QoS byte set. */
 static void test_subscribe_reserved_qos_bits_closes(void **state)
 {
     VIOLATION(0x82, 0x06, 0x00, 0x01, 0x00, 0x01, 'a', 0x41);
