@@ -24,6 +24,7 @@
 #include "broker/handle.h"
 #include "broker/log.h"
 #include "broker/login.h"
+#include "broker/persist.h"
 #include "broker/tls_transport.h"
 
 /* ---- plain TCP transport ------------------------------------------------ */
@@ -153,6 +154,7 @@ void conn_reap(conn *c)
         c->tp->send(c, c->wbuf + c->woff, c->wlen - c->woff); /* best effort */
 
     login_cancel(c);
+    persist_forget_conn(c);
     gmq_free(c->identity);
     session *s = c->s;
     if (s) {
@@ -166,8 +168,12 @@ void conn_reap(conn *c)
     if (c->will) {
         /* [MQTT-3.1.2-8]: published when the connection ends without DISCONNECT. */
         if (c->send_will && !b->stopping) {
-            if (c->will->retain && retain_set(b->retained, c->will))
-                LOG_WARN("will on %s: no memory to retain it", c->will->topic);
+            if (c->will->retain) {
+                if (retain_set(b->retained, c->will))
+                    LOG_WARN("will on %s: no memory to retain it", c->will->topic);
+                else
+                    persist_retained(b, c->will);
+            }
             router_publish(b, c->will);
         }
         gmq_msg_unref(c->will);

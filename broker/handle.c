@@ -13,6 +13,7 @@
 #include "broker/handle.h"
 #include "broker/log.h"
 #include "broker/login.h"
+#include "broker/persist.h"
 
 static void violation(conn *c, const char *what, int err)
 {
@@ -90,7 +91,7 @@ void connect_accept(conn *c, connect_req *req, bool anonymous)
     bool present = false;
     if (s && (req->clean || s->clean)) {
         /* [MQTT-3.1.2-6]: a clean session starts afresh. */
-        session_destroy(s);
+        session_discard(s);
         s = NULL;
     }
     if (s) {
@@ -105,7 +106,10 @@ void connect_accept(conn *c, connect_req *req, bool anonymous)
             return;
         }
     }
-    s->clean = req->clean;
+    if (!present) {
+        s->clean = req->clean;
+        persist_session_new(s);
+    }
     s->anonymous = anonymous;
     s->c = c;
     c->s = s;
@@ -145,8 +149,12 @@ static void route(conn *c, const mqtt_publish *p)
                  (int)p->topic.len, (const char *)p->topic.ptr);
         return;
     }
-    if (p->retain && retain_set(b->retained, m)) /* [MQTT-3.3.1-5, 3.3.1-10,11] */
-        LOG_WARN("no memory to retain a message on %s", m->topic);
+    if (p->retain) { /* [MQTT-3.3.1-5, 3.3.1-10,11] */
+        if (retain_set(b->retained, m))
+            LOG_WARN("no memory to retain a message on %s", m->topic);
+        else
+            persist_retained(b, m);
+    }
     router_publish(b, m);
     gmq_msg_unref(m);
 }
@@ -160,13 +168,16 @@ static void handle_publish(conn *c, const mqtt_frame *f)
         return;
     }
     c->b->stats.msgs_received++;
+    /* What the PUBLISH changed in the store (retained message, deliveries to
+     * persistent sessions, QoS 2 state) commits before it is acknowledged. */
+    uint64_t before = persist_mark(c->b);
     switch (p.qos) {
     case 0:
         route(c, &p);
         break;
     case 1:
         route(c, &p);
-        send_packet_id(c, MQTT_PUBACK, p.packet_id); /* [MQTT-4.3.2-2] */
+        persist_ack(c, MQTT_PUBACK, p.packet_id, before, persist_mark(c->b)); /* [MQTT-4.3.2-2] */
         break;
     case 2:
         /* Exactly once: a PUBLISH whose id awaits PUBREL is a resend and is
@@ -178,7 +189,7 @@ static void handle_publish(conn *c, const mqtt_frame *f)
             }
             route(c, &p);
         }
-        send_packet_id(c, MQTT_PUBREC, p.packet_id);
+        persist_ack(c, MQTT_PUBREC, p.packet_id, before, persist_mark(c->b));
         break;
     }
 }
@@ -195,7 +206,7 @@ static void handle_ack(conn *c, const mqtt_frame *f)
     case MQTT_PUBREL:
         /* [MQTT-4.3.3-2]: release the id and answer PUBCOMP, known or not. */
         session_rx_qos2_del(c->s, id);
-        send_packet_id(c, MQTT_PUBCOMP, id);
+        persist_ack(c, MQTT_PUBCOMP, id, 0, 0); /* after earlier held ones */
         break;
     default:
         if (session_ack(c->s, f->type, id))

@@ -11,6 +11,7 @@
 #include "broker/broker.h"
 #include "broker/config.h"
 #include "broker/log.h"
+#include "broker/persist.h"
 #include "broker/version.h"
 
 static void usage(FILE *out)
@@ -109,7 +110,8 @@ int main(int argc, char **argv)
         status = 0;
         goto out;
     }
-    if (broker_listen(b))
+    /* Restore retained messages and persistent sessions before accepting. */
+    if (persist_open(b) || broker_listen(b))
         goto out;
     ev_signal sigint, sigterm, sighup;
     ev_signal_init(&sigint, on_stop_signal, SIGINT);

@@ -14,6 +14,7 @@
 #include "broker/broker.h"
 #include "broker/log.h"
 #include "broker/login.h"
+#include "broker/persist.h"
 
 #define SCRATCH_SIZE (64 * 1024)
 #define ACCEPTS_PER_CALLBACK 64
@@ -257,6 +258,7 @@ void broker_free(broker *b)
             session_destroy(slots[i]);
         }
     gmq_free(slots);
+    persist_close(b);
     login_free(b);
     for (size_t i = 0; i < b->nlisteners; i++) {
         if (b->listeners[i].fd >= 0)

@@ -16,6 +16,8 @@
 #include "broker/alloc.h"
 #include "broker/broker.h"
 #include "broker/log.h"
+#include "broker/persist.h"
+#include "store/store.h"
 
 /* A QoS 0 message is dropped rather than buffered past this many bytes of
  * unwritten output: a client that does not read must not grow the broker. */
@@ -33,6 +35,12 @@ session *session_new(broker *b, const char *id, size_t idlen)
     }
     s->next_id = 1;
     return s;
+}
+
+void session_discard(session *s)
+{
+    persist_session_delete(s);
+    session_destroy(s);
 }
 
 void session_destroy(session *s)
@@ -148,6 +156,7 @@ int session_subscribe(session *s, const char *filter, size_t flen, uint8_t qos)
             if (topictree_add(s->b->subs, filter, flen, s, qos))
                 return -1;
             e->qos = qos;
+            persist_subscription(s, e->filter, qos);
             return 0;
         }
     }
@@ -167,6 +176,7 @@ int session_subscribe(session *s, const char *filter, size_t flen, uint8_t qos)
         return -1;
     }
     s->subs[s->nsubs++] = (session_sub){.filter = copy, .qos = qos};
+    persist_subscription(s, copy, qos);
     return 0;
 }
 
@@ -176,6 +186,7 @@ bool session_unsubscribe(session *s, const char *filter, size_t flen)
         session_sub *e = &s->subs[i];
         if (strncmp(e->filter, filter, flen) == 0 && e->filter[flen] == '\0') {
             topictree_remove(s->b->subs, filter, flen, s);
+            persist_unsubscription(s, e->filter);
             gmq_free(e->filter);
             s->subs[i] = s->subs[--s->nsubs];
             return true;
@@ -242,8 +253,10 @@ static uint16_t next_packet_id(session *s)
     }
 }
 
-/* Put a QoS 1/2 message in flight and send it. */
-static int send_inflight(session *s, gmq_msg *m, uint8_t qos, bool retain)
+/* Put a QoS 1/2 message in flight and send it. seq is its delivery number;
+ * was_queued says it already has a (queued) row in the store. */
+static int send_inflight(session *s, gmq_msg *m, uint8_t qos, bool retain, uint64_t seq,
+                         bool was_queued)
 {
     if (s->ninflight == s->capinflight) {
         size_t ncap = s->capinflight ? s->capinflight * 2 : 8;
@@ -258,11 +271,14 @@ static int send_inflight(session *s, gmq_msg *m, uint8_t qos, bool retain)
         return -1;
     s->inflight[s->ninflight++] = (outmsg){
         .msg = gmq_msg_ref(m),
+        .seq = seq,
         .packet_id = id,
         .qos = qos,
         .state = qos == 1 ? OUT_WAIT_PUBACK : OUT_WAIT_PUBREC,
         .retain = retain,
     };
+    persist_delivery(s, seq, m, qos, retain, id, qos == 1 ? STORE_WAIT_PUBACK : STORE_WAIT_PUBREC,
+                     !was_queued);
     return 0;
 }
 
@@ -276,7 +292,7 @@ static bool queue_full(const session *s, const gmq_msg *m)
     return false;
 }
 
-static int enqueue(session *s, gmq_msg *m, uint8_t qos, bool retain)
+static int enqueue(session *s, gmq_msg *m, uint8_t qos, bool retain, uint64_t seq)
 {
     if (s->qlen == s->qcap) {
         size_t ncap = s->qcap ? s->qcap * 2 : 8;
@@ -291,7 +307,7 @@ static int enqueue(session *s, gmq_msg *m, uint8_t qos, bool retain)
         s->qhead = 0;
     }
     s->queue[(s->qhead + s->qlen) % s->qcap] =
-        (queued){.msg = gmq_msg_ref(m), .qos = qos, .retain = retain};
+        (queued){.msg = gmq_msg_ref(m), .seq = seq, .qos = qos, .retain = retain};
     s->qlen++;
     s->qbytes += m->payload_len;
     return 0;
@@ -308,15 +324,17 @@ void session_deliver(session *s, gmq_msg *m, uint8_t qos, bool retain)
         }
         return;
     }
+    uint64_t seq = ++s->next_seq;
     if (online(s) && s->qlen == 0 && s->ninflight < b->cfg->max_inflight) {
-        if (send_inflight(s, m, qos, retain) == 0)
+        if (send_inflight(s, m, qos, retain, seq, false) == 0)
             return;
     }
-    if (queue_full(s, m) || enqueue(s, m, qos, retain)) {
+    if (queue_full(s, m) || enqueue(s, m, qos, retain, seq)) {
         b->stats.msgs_dropped++;
         LOG_DEBUG("client %s: queue full, message on %s dropped", s->client_id, m->topic);
         return;
     }
+    persist_delivery(s, seq, m, qos, retain, 0, STORE_QUEUED, true);
     session_pump(s);
 }
 
@@ -324,7 +342,7 @@ void session_pump(session *s)
 {
     while (online(s) && s->qlen && s->ninflight < s->b->cfg->max_inflight) {
         queued q = s->queue[s->qhead];
-        if (send_inflight(s, q.msg, q.qos, q.retain))
+        if (send_inflight(s, q.msg, q.qos, q.retain, q.seq, true))
             return; /* no memory: keep it queued, try again on the next ack */
         s->qhead = (s->qhead + 1) % s->qcap;
         s->qlen--;
@@ -359,6 +377,7 @@ static outmsg *find_inflight(session *s, uint16_t id, size_t *index)
 
 static void remove_inflight(session *s, size_t i)
 {
+    persist_delivery_done(s, s->inflight[i].seq, s->inflight[i].msg);
     gmq_msg_unref(s->inflight[i].msg);
     memmove(&s->inflight[i], &s->inflight[i + 1],
             (s->ninflight - i - 1) * sizeof(s->inflight[0]));
@@ -379,8 +398,13 @@ int session_ack(session *s, uint8_t type, uint16_t id)
     case MQTT_PUBREC:
         if (o && (o->state == OUT_WAIT_PUBREC || o->state == OUT_WAIT_PUBCOMP)) {
             /* The receiver owns the message now; keep only the id [MQTT-4.3.3-1]. */
-            gmq_msg_unref(o->msg);
-            o->msg = NULL;
+            if (o->msg) {
+                persist_delivery(s, o->seq, o->msg, o->qos, o->retain, id, STORE_WAIT_PUBCOMP,
+                                 false);
+                persist_release(s->b, o->msg);
+                gmq_msg_unref(o->msg);
+                o->msg = NULL;
+            }
             o->state = OUT_WAIT_PUBCOMP;
             return write_packet_id(s->c, MQTT_PUBREL, id);
         }
@@ -417,6 +441,7 @@ int session_rx_qos2_add(session *s, uint16_t id)
         s->caprx_qos2 = ncap;
     }
     s->rx_qos2[s->nrx_qos2++] = id;
+    persist_rx_qos2(s, id, true);
     return 0;
 }
 
@@ -425,6 +450,43 @@ void session_rx_qos2_del(session *s, uint16_t id)
     for (size_t i = 0; i < s->nrx_qos2; i++)
         if (s->rx_qos2[i] == id) {
             s->rx_qos2[i] = s->rx_qos2[--s->nrx_qos2];
+            persist_rx_qos2(s, id, false);
             return;
         }
+}
+
+/* ---- restoring from the store ---------------------------------------------- */
+
+int session_restore_delivery(session *s, gmq_msg *m, uint64_t seq, uint8_t qos, bool retain,
+                             uint16_t packet_id, int state)
+{
+    if (seq >= s->next_seq)
+        s->next_seq = seq;
+    if (state == STORE_QUEUED) {
+        if (enqueue(s, m, qos, retain, seq))
+            return -1;
+        m->store_refs++;
+        return 0;
+    }
+    if (s->ninflight == s->capinflight) {
+        size_t ncap = s->capinflight ? s->capinflight * 2 : 8;
+        outmsg *v = gmq_realloc(s->inflight, ncap * sizeof(*v));
+        if (!v)
+            return -1;
+        s->inflight = v;
+        s->capinflight = ncap;
+    }
+    s->inflight[s->ninflight++] = (outmsg){
+        .msg = m ? gmq_msg_ref(m) : NULL,
+        .seq = seq,
+        .packet_id = packet_id,
+        .qos = qos,
+        .state = state == STORE_WAIT_PUBACK   ? OUT_WAIT_PUBACK
+                 : state == STORE_WAIT_PUBREC ? OUT_WAIT_PUBREC
+                                              : OUT_WAIT_PUBCOMP,
+        .retain = retain,
+    };
+    if (m)
+        m->store_refs++;
+    return 0;
 }
