@@ -92,9 +92,24 @@ typedef struct queued {
     bool retain;
 } queued;
 
+/* Who a session belongs to, for namespaces and access rules. */
+enum principal_kind {
+    PRINCIPAL_UNKNOWN = 0, /* restored from the store, not reconnected yet */
+    PRINCIPAL_ANONYMOUS,
+    PRINCIPAL_USER,
+    PRINCIPAL_DEVICE,
+};
+
 struct session {
     broker *b;
-    char *client_id;
+    /* Sessions of different companies never meet: the key is
+     * "<company>/<client id>" for a company's client and "/<client id>"
+     * otherwise (company names contain no '/', and none is empty). */
+    char *key;
+    const char *client_id;     /* the client's own id, inside key */
+    uint16_t topic_prefix_len; /* "<company>/" leads every internal topic; 0: none */
+    uint8_t kind;              /* enum principal_kind */
+    char *username;            /* a user's name; NULL otherwise */
     bool clean;
     bool anonymous;
     conn *c; /* NULL while offline */
@@ -185,6 +200,7 @@ typedef struct broker_stats {
     uint64_t msgs_received, msgs_sent;
     uint64_t bytes_received, bytes_sent;
     uint64_t msgs_dropped;
+    uint64_t msgs_denied;
     uint64_t connections_refused;
     uint64_t tls_handshakes_failed;
     uint64_t auth_failures;
@@ -268,7 +284,11 @@ void conn_commit(conn *c, size_t n);
 size_t conn_pending_bytes(const conn *c);
 
 /* session.c */
-session *session_new(broker *b, const char *id, size_t idlen);
+/* Write the session key of a client id into out; -1 if it does not fit. */
+int session_make_key(char *out, size_t cap, const char *company, const char *id, size_t idlen);
+/* A new session for key (see struct session); NULL on no memory or a
+ * malformed key. Not yet in the map. */
+session *session_new(broker *b, const char *key, size_t keylen);
 /* Ends a session: removes its subscriptions from the tree, drops its
  * messages, takes it out of the map and frees it. */
 void session_destroy(session *s);

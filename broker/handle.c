@@ -12,6 +12,7 @@
 #include "broker/alloc.h"
 #include "broker/handle.h"
 #include "broker/log.h"
+#include "broker/access.h"
 #include "broker/login.h"
 #include "broker/persist.h"
 
@@ -72,15 +73,60 @@ static void handle_connect(conn *c, const mqtt_frame *f)
     login_start(c, &m);
 }
 
-void connect_accept(conn *c, connect_req *req, bool anonymous)
+/* The company whose namespace a client of that kind works in (NULL: the
+ * internal topics themselves). False when a user is unknown to the ACL. */
+static bool principal_company(conn *c, connect_req *req, int kind, const char **company)
+{
+    *company = NULL;
+    if (kind == PRINCIPAL_DEVICE) {
+        *company = c->identity->company;
+        return true;
+    }
+    if (kind == PRINCIPAL_USER)
+        return access_user_company(c->b, req->username, company);
+    return true;
+}
+
+void connect_accept(conn *c, connect_req *req, int kind)
 {
     broker *b = c->b;
-    const char *id = req->client_id;
-    size_t idlen = strlen(id);
+    const char *company;
+    if (!principal_company(c, req, kind, &company)) {
+        char why[200];
+        snprintf(why, sizeof(why), "user %s has no entry in the ACL file", req->username);
+        connect_req_free(req);
+        connect_refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, why);
+        return;
+    }
+    char key[TLS_NAME_MAX + 2 + 512];
+    size_t plen = company ? strlen(company) + 1 : 0;
+    if (session_make_key(key, sizeof(key), company, req->client_id, strlen(req->client_id))) {
+        connect_req_free(req);
+        connect_refuse(c, MQTT_CONNACK_ID_REJECTED, "client id too long");
+        return;
+    }
+    /* The will lives in the client's namespace like everything it sends. */
+    if (req->will && plen) {
+        gmq_msg *w = req->will;
+        if (plen + w->topic_len > UINT16_MAX) {
+            connect_req_free(req);
+            connect_refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, "will topic too long");
+            return;
+        }
+        req->will = gmq_msg_new_prefixed(key, plen, w->topic, w->topic_len, w->payload,
+                                         w->payload_len, w->qos, w->retain);
+        gmq_msg_unref(w);
+        if (!req->will) {
+            connect_req_free(req);
+            connect_refuse(c, MQTT_CONNACK_UNAVAILABLE, "no memory for the will");
+            return;
+        }
+    }
+    size_t keylen = strlen(key);
 
     /* Take over: the same client id already connected is disconnected
      * [MQTT-3.1.4-2]; its will is published as for any abnormal close. */
-    session *s = session_map_get(&b->sessions, id, idlen);
+    session *s = session_map_get(&b->sessions, key, keylen);
     if (s && s->c) {
         conn *old = s->c;
         LOG_INFO("client %s: taken over by a new connection from %s", s->client_id, c->peer);
@@ -97,7 +143,7 @@ void connect_accept(conn *c, connect_req *req, bool anonymous)
     if (s) {
         present = true; /* [MQTT-3.2.2-2] */
     } else {
-        s = session_new(b, id, idlen);
+        s = session_new(b, key, keylen);
         if (!s || session_map_put(&b->sessions, s)) {
             if (s)
                 session_destroy(s);
@@ -105,12 +151,18 @@ void connect_accept(conn *c, connect_req *req, bool anonymous)
             connect_refuse(c, MQTT_CONNACK_UNAVAILABLE, "no memory for the session");
             return;
         }
-    }
-    if (!present) {
         s->clean = req->clean;
         persist_session_new(s);
     }
-    s->anonymous = anonymous;
+    s->kind = (uint8_t)kind;
+    s->anonymous = kind == PRINCIPAL_ANONYMOUS;
+    gmq_free(s->username);
+    s->username = NULL;
+    if (kind == PRINCIPAL_USER && !(s->username = gmq_strdup(req->username))) {
+        connect_req_free(req);
+        connect_refuse(c, MQTT_CONNACK_UNAVAILABLE, "no memory for the session");
+        return;
+    }
     s->c = c;
     c->s = s;
     c->will = req->will;
@@ -120,14 +172,16 @@ void connect_accept(conn *c, connect_req *req, bool anonymous)
     b->stats.clients_connected++;
     send_connack(c, present, MQTT_CONNACK_ACCEPTED); /* [MQTT-3.2.2-1..3] */
     conn_start_keepalive(c, req->keepalive);
-    LOG_INFO("client %s connected from %s (%s%s%s, clean %d, keep alive %u, session present %d)",
+    LOG_INFO("client %s connected from %s (%s%s%s%s, clean %d, keep alive %u, session present %d)",
              s->client_id, c->peer,
-             c->identity ? "device of " : req->username ? "user " : "anonymous",
-             c->identity ? c->identity->company : req->username ? req->username : "",
-             "", req->clean, req->keepalive, present);
+             kind == PRINCIPAL_DEVICE ? "device" : kind == PRINCIPAL_USER ? "user " : "anonymous",
+             kind == PRINCIPAL_USER ? req->username : "", company ? " of " : "",
+             company ? company : "", req->clean, req->keepalive, present);
     connect_req_free(req);
-    if (present)
+    if (present) {
+        access_recheck_session(s); /* rules may have changed while it was away */
         session_resume(s);
+    }
 }
 
 /* ---- PUBLISH and its acknowledgements ------------------------------------ */
@@ -135,14 +189,27 @@ void connect_accept(conn *c, connect_req *req, bool anonymous)
 static void route(conn *c, const mqtt_publish *p)
 {
     broker *b = c->b;
-    if (p->topic.len && p->topic.ptr[0] == '$') {
+    session *s = c->s;
+    const char *topic = (const char *)p->topic.ptr;
+    if (p->topic.len && topic[0] == '$') {
         /* $-topics belong to the server [MQTT-4.7.2-1 and 4.7.2 note]. */
-        LOG_DEBUG("client %s: publish to %.*s ignored ($-topic)", c->s->client_id,
-                  (int)p->topic.len, (const char *)p->topic.ptr);
+        LOG_DEBUG("client %s: publish to %.*s ignored ($-topic)", s->client_id, (int)p->topic.len,
+                  topic);
         return;
     }
-    gmq_msg *m = gmq_msg_new((const char *)p->topic.ptr, p->topic.len, p->payload.ptr,
-                             p->payload.len, p->qos, p->retain);
+    if (s->topic_prefix_len + p->topic.len > UINT16_MAX) {
+        LOG_INFO("client %s: publish dropped: topic too long inside its namespace", s->client_id);
+        return;
+    }
+    if (!access_publish(s, topic, p->topic.len)) {
+        /* MQTT 3.1.1 has no refusal: acknowledged and dropped. */
+        LOG_NOTICE("client %s: publish to %.*s denied", s->client_id, (int)p->topic.len, topic);
+        b->stats.msgs_denied++;
+        return;
+    }
+    /* The company prefix is the first part of the session key. */
+    gmq_msg *m = gmq_msg_new_prefixed(s->key, s->topic_prefix_len, topic, p->topic.len,
+                                      p->payload.ptr, p->payload.len, p->qos, p->retain);
     if (!m) {
         b->stats.msgs_dropped++;
         LOG_WARN("client %s: no memory, message on %.*s dropped", c->s->client_id,
@@ -217,14 +284,21 @@ static void handle_ack(conn *c, const mqtt_frame *f)
 
 /* ---- SUBSCRIBE / UNSUBSCRIBE ---------------------------------------------- */
 
-static bool denied_to_anonymous(const broker *b, const mqtt_span *filter)
+/* Grow a scratch string to at least n bytes; frees it and returns NULL on
+ * no memory. */
+static char *grow(char *p, size_t *cap, size_t n)
 {
-    for (size_t i = 0; i < b->cfg->nanon_deny; i++) {
-        const char *d = b->cfg->anon_deny[i];
-        if (strlen(d) == filter->len && memcmp(d, filter->ptr, filter->len) == 0)
-            return true;
+    size_t ncap = *cap ? *cap : 64;
+    while (ncap < n)
+        ncap *= 2;
+    char *np = gmq_realloc(p, ncap);
+    if (!np) {
+        gmq_free(p);
+        *cap = 0;
+        return NULL;
     }
-    return false;
+    *cap = ncap;
+    return np;
 }
 
 static void handle_subscribe(conn *c, const mqtt_frame *f)
@@ -244,16 +318,27 @@ static void handle_subscribe(conn *c, const mqtt_frame *f)
     }
     size_t pos = 0, i = 0;
     mqtt_sub_entry e;
+    char *internal = NULL; /* prefix + filter, reused */
+    size_t internal_cap = 0;
     while (mqtt_subscribe_next(&sub, &pos, &e)) {
         const char *filter = (const char *)e.filter.ptr;
-        if (s->anonymous && denied_to_anonymous(b, &e.filter)) {
-            codes[i] = MQTT_SUBACK_FAILURE;
-            LOG_INFO("client %s: subscription to %.*s refused", s->client_id, (int)e.filter.len,
-                     filter);
-        } else if (session_subscribe(s, filter, e.filter.len, e.qos)) {
-            codes[i] = MQTT_SUBACK_FAILURE;
+        size_t ilen = s->topic_prefix_len + e.filter.len;
+        codes[i] = MQTT_SUBACK_FAILURE;
+        if (ilen > UINT16_MAX) {
+            LOG_INFO("client %s: subscription refused: filter too long inside its namespace",
+                     s->client_id);
+        } else if (!access_subscribe(s, filter, e.filter.len)) {
+            LOG_NOTICE("client %s: subscription to %.*s refused", s->client_id, (int)e.filter.len,
+                       filter);
+        } else if (ilen + 1 > internal_cap && !(internal = grow(internal, &internal_cap, ilen + 1))) {
+            LOG_WARN("client %s: no memory for a subscription", s->client_id);
         } else {
-            codes[i] = e.qos; /* granted = requested; we support QoS 2 [MQTT-3.9.3-1] */
+            /* Wildcards never leave the namespace: the prefix is a literal level. */
+            memcpy(internal, s->key, s->topic_prefix_len);
+            memcpy(internal + s->topic_prefix_len, filter, e.filter.len);
+            internal[ilen] = '\0';
+            if (session_subscribe(s, internal, ilen, e.qos) == 0)
+                codes[i] = e.qos; /* granted = requested; we support QoS 2 [MQTT-3.9.3-1] */
         }
         i++;
     }
@@ -271,10 +356,15 @@ static void handle_subscribe(conn *c, const mqtt_frame *f)
     pos = 0;
     i = 0;
     while (mqtt_subscribe_next(&sub, &pos, &e)) {
-        if (codes[i] != MQTT_SUBACK_FAILURE)
-            router_send_retained(b, s, (const char *)e.filter.ptr, e.filter.len, codes[i]);
+        if (codes[i] != MQTT_SUBACK_FAILURE) {
+            size_t ilen = s->topic_prefix_len + e.filter.len;
+            memcpy(internal, s->key, s->topic_prefix_len);
+            memcpy(internal + s->topic_prefix_len, e.filter.ptr, e.filter.len);
+            router_send_retained(b, s, internal, ilen, codes[i]);
+        }
         i++;
     }
+    gmq_free(internal);
     gmq_free(codes);
 }
 
@@ -286,10 +376,23 @@ static void handle_unsubscribe(conn *c, const mqtt_frame *f)
         violation(c, "UNSUBSCRIBE", err);
         return;
     }
+    session *s = c->s;
     size_t pos = 0;
     mqtt_sub_entry e;
-    while (mqtt_unsubscribe_next(&uns, &pos, &e))
-        session_unsubscribe(c->s, (const char *)e.filter.ptr, e.filter.len);
+    char *internal = NULL;
+    size_t internal_cap = 0;
+    while (mqtt_unsubscribe_next(&uns, &pos, &e)) {
+        size_t ilen = s->topic_prefix_len + e.filter.len;
+        if (ilen + 1 > internal_cap && !(internal = grow(internal, &internal_cap, ilen + 1))) {
+            gmq_free(internal);
+            conn_close(c, "no memory for UNSUBSCRIBE");
+            return;
+        }
+        memcpy(internal, s->key, s->topic_prefix_len);
+        memcpy(internal + s->topic_prefix_len, e.filter.ptr, e.filter.len);
+        session_unsubscribe(s, internal, ilen);
+    }
+    gmq_free(internal);
     send_packet_id(c, MQTT_UNSUBACK, uns.packet_id); /* [MQTT-3.10.4-4,5] */
 }
 

@@ -100,10 +100,9 @@ fail:
 
 static void assign_client_id(broker *b, char *out, size_t len)
 {
-    /* Unique among current sessions: a client may have chosen the same. */
-    do
-        snprintf(out, len, "auto-%llu", (unsigned long long)++b->next_auto_id);
-    while (session_map_get(&b->sessions, out, strlen(out)));
+    /* Unique within this run; clean sessions (the only ones that get
+     * assigned ids) end with their connection, so a later run may reuse. */
+    snprintf(out, len, "auto-%llu", (unsigned long long)++b->next_auto_id);
 }
 
 /* ---- passwords ------------------------------------------------------------- */
@@ -156,7 +155,7 @@ static void auth_done(worker_job *j)
         lockout_success(b->lock_addrs, addr, strlen(addr));
         auth_job_free(a);
         c->state = CONN_NEW;
-        connect_accept(c, req, false);
+        connect_accept(c, req, PRINCIPAL_USER);
         conn_resume_input(c);
         return;
     }
@@ -240,6 +239,11 @@ void login_start(conn *c, const mqtt_connect *m)
          * are ignored. */
         const char *dev = c->identity->device;
         if (idlen == 0) {
+            if (!m->clean_session) {
+                /* The spec leaves no room here, even for a device. */
+                connect_refuse(c, MQTT_CONNACK_ID_REJECTED, "empty client id without clean session"); /* [MQTT-3.1.3-8] */
+                return;
+            }
             id = dev;
             idlen = strlen(dev);
         } else if (idlen != strlen(dev) || memcmp(id, dev, idlen) != 0) {
@@ -267,7 +271,7 @@ void login_start(conn *c, const mqtt_connect *m)
     if (c->identity) {
         gmq_free(req->username);
         req->username = NULL;
-        connect_accept(c, req, false);
+        connect_accept(c, req, PRINCIPAL_DEVICE);
         return;
     }
     bool anonymous_ok = c->l && c->l->cfg->allow_anonymous;
@@ -276,7 +280,8 @@ void login_start(conn *c, const mqtt_connect *m)
         return;
     }
     if (anonymous_ok) {
-        connect_accept(c, req, true);
+        /* Without a password file a user name proves nothing. */
+        connect_accept(c, req, PRINCIPAL_ANONYMOUS);
         return;
     }
     connect_req_free(req);

@@ -24,8 +24,9 @@ void login_cancel(conn *c);
 int login_init(broker *b);
 void login_free(broker *b);
 
-/* handle.c: admit the client: session, takeover, CONNACK 0. Takes req. */
-void connect_accept(conn *c, connect_req *req, bool anonymous);
+/* handle.c: admit the client as a principal of that kind: namespace,
+ * session, takeover, CONNACK 0. Takes req. */
+void connect_accept(conn *c, connect_req *req, int kind);
 /* handle.c: CONNACK rc, then close once written. */
 void connect_refuse(conn *c, uint8_t rc, const char *why);
 void connect_req_free(connect_req *req);

@@ -34,5 +34,9 @@ static inline gmq_msg *gmq_msg_ref(gmq_msg *m)
     return m;
 }
 void gmq_msg_unref(gmq_msg *m);
+/* Like gmq_msg_new with topic = prefix followed by topic. */
+gmq_msg *gmq_msg_new_prefixed(const char *prefix, size_t prefix_len, const char *topic,
+                              size_t topic_len, const uint8_t *payload, size_t payload_len,
+                              uint8_t qos, bool retain);
 
 #endif

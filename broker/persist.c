@@ -18,25 +18,25 @@ static bool durable(const session *s)
 void persist_session_new(session *s)
 {
     if (durable(s))
-        store_put_session(s->b->store, s->client_id, (int64_t)time(NULL));
+        store_put_session(s->b->store, s->key, (int64_t)time(NULL));
 }
 
 void persist_session_delete(session *s)
 {
     if (durable(s))
-        store_del_session(s->b->store, s->client_id);
+        store_del_session(s->b->store, s->key);
 }
 
 void persist_subscription(session *s, const char *filter, uint8_t qos)
 {
     if (durable(s))
-        store_put_subscription(s->b->store, s->client_id, filter, qos);
+        store_put_subscription(s->b->store, s->key, filter, qos);
 }
 
 void persist_unsubscription(session *s, const char *filter)
 {
     if (durable(s))
-        store_del_subscription(s->b->store, s->client_id, filter);
+        store_del_subscription(s->b->store, s->key, filter);
 }
 
 void persist_delivery(session *s, uint64_t seq, gmq_msg *m, uint8_t qos, bool retain,
@@ -51,7 +51,7 @@ void persist_delivery(session *s, uint64_t seq, gmq_msg *m, uint8_t qos, bool re
             store_put_message(st, m->id, m->topic, m->topic_len, m->payload, m->payload_len,
                               m->qos, m->retain);
     }
-    store_put_delivery(st, s->client_id, seq, m->id, qos, retain, packet_id, state);
+    store_put_delivery(st, s->key, seq, m->id, qos, retain, packet_id, state);
 }
 
 void persist_release(broker *b, gmq_msg *m)
@@ -66,7 +66,7 @@ void persist_delivery_done(session *s, uint64_t seq, gmq_msg *m)
 {
     if (!durable(s))
         return;
-    store_del_delivery(s->b->store, s->client_id, seq);
+    store_del_delivery(s->b->store, s->key, seq);
     persist_release(s->b, m);
 }
 
@@ -75,9 +75,9 @@ void persist_rx_qos2(session *s, uint16_t packet_id, bool add)
     if (!durable(s))
         return;
     if (add)
-        store_put_rx_qos2(s->b->store, s->client_id, packet_id);
+        store_put_rx_qos2(s->b->store, s->key, packet_id);
     else
-        store_del_rx_qos2(s->b->store, s->client_id, packet_id);
+        store_del_rx_qos2(s->b->store, s->key, packet_id);
 }
 
 void persist_retained(broker *b, const gmq_msg *m)
@@ -272,7 +272,7 @@ static int load_retained(void *arg, const char *topic, size_t topic_len, const u
 
 static session *find_session(load_ctx *l, const char *client_id)
 {
-    if (l->cur && strcmp(l->cur->client_id, client_id) == 0)
+    if (l->cur && strcmp(l->cur->key, client_id) == 0)
         return l->cur;
     l->cur = session_map_get(&l->b->sessions, client_id, strlen(client_id));
     return l->cur;

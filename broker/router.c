@@ -1,6 +1,7 @@
 /*
  * router.c - from one published message to every matching session.
  */
+#include "broker/access.h"
 #include "broker/broker.h"
 #include "broker/log.h"
 
@@ -33,6 +34,8 @@ void router_publish(broker *b, gmq_msg *m)
     /* session_deliver never closes connections or ends sessions, so the
      * list stays valid while we walk it. */
     for (session *s = ctx.head; s; s = s->match_next) {
+        if (!access_read(s, m))
+            continue;
         uint8_t qos = m->qos < s->match_qos ? m->qos : s->match_qos;
         /* Forwarded to existing subscribers with RETAIN 0 [MQTT-3.3.1-9]. */
         session_deliver(s, m, qos, false);
@@ -47,6 +50,8 @@ typedef struct retained_ctx {
 static void on_retained(gmq_msg *m, void *arg)
 {
     retained_ctx *ctx = arg;
+    if (!access_read(ctx->s, m))
+        return;
     uint8_t qos = m->qos < ctx->granted ? m->qos : ctx->granted;
     /* Sent because of a new subscription: RETAIN 1 [MQTT-3.3.1-8]. */
     session_deliver(ctx->s, m, qos, true);

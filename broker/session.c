@@ -23,16 +23,34 @@
  * unwritten output: a client that does not read must not grow the broker. */
 #define QOS0_WBUF_LIMIT (4u * 1024 * 1024)
 
-session *session_new(broker *b, const char *id, size_t idlen)
+int session_make_key(char *out, size_t cap, const char *company, const char *id, size_t idlen)
 {
+    size_t clen = company ? strlen(company) : 0;
+    if (clen + 1 + idlen + 1 > cap)
+        return -1;
+    memcpy(out, company ? company : "", clen);
+    out[clen] = '/';
+    memcpy(out + clen + 1, id, idlen);
+    out[clen + 1 + idlen] = '\0';
+    return 0;
+}
+
+session *session_new(broker *b, const char *key, size_t keylen)
+{
+    const char *slash = memchr(key, '/', keylen);
+    if (!slash)
+        return NULL; /* not a session key */
     session *s = gmq_calloc(1, sizeof(*s));
     if (!s)
         return NULL;
     s->b = b;
-    if (!(s->client_id = gmq_strndup(id, idlen))) {
+    if (!(s->key = gmq_strndup(key, keylen))) {
         gmq_free(s);
         return NULL;
     }
+    size_t company_len = (size_t)(slash - key);
+    s->client_id = s->key + company_len + 1;
+    s->topic_prefix_len = company_len ? (uint16_t)(company_len + 1) : 0;
     s->next_id = 1;
     return s;
 }
@@ -60,7 +78,8 @@ void session_destroy(session *s)
     gmq_free(s->queue);
     gmq_free(s->rx_qos2);
     session_map_del(&b->sessions, s);
-    gmq_free(s->client_id);
+    gmq_free(s->username);
+    gmq_free(s->key);
     gmq_free(s);
 }
 
@@ -82,14 +101,14 @@ session *session_map_get(const session_map *m, const char *id, size_t len)
         session *s = m->slots[i];
         if (!s)
             return NULL;
-        if (strncmp(s->client_id, id, len) == 0 && s->client_id[len] == '\0')
+        if (strncmp(s->key, id, len) == 0 && s->key[len] == '\0')
             return s;
     }
 }
 
 static void map_insert(session **slots, size_t cap, session *s)
 {
-    size_t i = hash_id(s->client_id, strlen(s->client_id)) & (cap - 1);
+    size_t i = hash_id(s->key, strlen(s->key)) & (cap - 1);
     while (slots[i])
         i = (i + 1) & (cap - 1);
     slots[i] = s;
@@ -119,7 +138,7 @@ void session_map_del(session_map *m, session *s)
     if (!m->cap)
         return;
     size_t mask = m->cap - 1;
-    size_t i = hash_id(s->client_id, strlen(s->client_id)) & mask;
+    size_t i = hash_id(s->key, strlen(s->key)) & mask;
     while (m->slots[i] && m->slots[i] != s)
         i = (i + 1) & mask;
     if (!m->slots[i])
@@ -130,7 +149,7 @@ void session_map_del(session_map *m, session *s)
      * when their home slot is at or before it (cyclically). */
     for (size_t j = (i + 1) & mask; m->slots[j]; j = (j + 1) & mask) {
         session *o = m->slots[j];
-        size_t home = hash_id(o->client_id, strlen(o->client_id)) & mask;
+        size_t home = hash_id(o->key, strlen(o->key)) & mask;
         if (((j - home) & mask) >= ((j - i) & mask)) {
             m->slots[i] = o;
             m->slots[j] = NULL;
@@ -205,8 +224,13 @@ static bool online(const session *s)
 static int write_publish(session *s, gmq_msg *m, uint8_t qos, uint16_t id, bool dup,
                          bool retain)
 {
+    /* A company's client sees its topics without the company prefix; every
+     * message it can match carries that prefix (its filters all do). */
+    assert(m->topic_len > s->topic_prefix_len &&
+           memcmp(m->topic, s->key, s->topic_prefix_len) == 0);
     mqtt_publish p = {
-        .topic = {(const uint8_t *)m->topic, m->topic_len},
+        .topic = {(const uint8_t *)m->topic + s->topic_prefix_len,
+                  m->topic_len - s->topic_prefix_len},
         .payload = {m->payload, m->payload_len},
         .qos = qos,
         .dup = dup,

@@ -56,10 +56,15 @@ store *store_open(const char *path, enum store_sync sync, char *err, size_t errl
 /* ---- loading at start (caller's thread, before store_start) ------------- */
 
 typedef struct store_load_cb {
-    /* Called once per row, in this order: every message, every retained
-     * message, every session, its subscriptions, its deliveries (by seq), its
-     * QoS 2 receipt ids. Pointers are valid only during the call. Return 0 to
-     * go on, non-zero to stop loading (store_load then fails). */
+    /* Called once per row, in this order: every message (by id), every
+     * retained message (by topic bytes), every session (by client_id bytes),
+     * each followed by its own subscriptions (by filter), deliveries (by seq)
+     * and QoS 2 receipt ids (by packet id). Rows of a client_id that has no
+     * session row are not reported (a warning counts them). A NULL callback
+     * skips its rows. Pointers are valid only during the call; payload is
+     * never NULL, also when payload_len is 0. Return 0 to go on, non-zero to
+     * stop loading (store_load then fails). The rows are read in one
+     * snapshot. */
     int (*message)(void *arg, uint64_t id, const char *topic, size_t topic_len,
                    const uint8_t *payload, size_t payload_len, uint8_t qos, bool retain);
     int (*retained)(void *arg, const char *topic, size_t topic_len, const uint8_t *payload,
@@ -76,19 +81,28 @@ int store_load(store *s, const store_load_cb *cb, void *arg, char *err, size_t e
 /* ---- running ------------------------------------------------------------ */
 
 /* Start the store thread. on_commit(arg, seq) is called on the loop thread
- * after writes up to seq have committed (seq only grows). */
+ * after writes up to seq have committed (seq only grows; several commits may
+ * be reported by one call). Writes queued before store_start are committed
+ * once it runs (or by store_close if it never does). What has committed is
+ * always a prefix of the writes in queue order, but a batch boundary may
+ * fall between any two writes. */
 int store_start(store *s, struct ev_loop *loop, void (*on_commit)(void *arg, uint64_t seq),
                 void *arg);
 
 /* Sequence number of the last write queued (0 before any). */
 uint64_t store_last_queued(const store *s);
-/* Highest sequence number known committed (loop thread). */
+/* Highest sequence number known committed (loop thread); may be ahead of
+ * the last on_commit call, never behind it. */
 uint64_t store_last_committed(const store *s);
 /* Writes queued and not yet committed (for $SYS). */
 size_t store_backlog(const store *s);
 
-/* Writes: called on the loop thread; each copies its arguments. On no
- * memory the write is dropped and logged, and -1 returned. */
+/* Writes: called on the loop thread; each copies its arguments (payload may
+ * be NULL when payload_len is 0). On no memory, or a write larger than the
+ * database's string/blob limit, the write is dropped and logged, -1 is
+ * returned and no sequence number is used. Message ids and delivery seqs
+ * are stored as SQLite integers: they round-trip exactly, but load in order
+ * only below 2^63. The queue is not bounded: watch store_backlog. */
 int store_put_retained(store *s, const char *topic, size_t topic_len, const uint8_t *payload,
                        size_t payload_len, uint8_t qos);
 int store_del_retained(store *s, const char *topic, size_t topic_len);
@@ -108,7 +122,10 @@ int store_put_rx_qos2(store *s, const char *client_id, uint16_t packet_id);
 int store_del_rx_qos2(store *s, const char *client_id, uint16_t packet_id);
 
 /* Stop the thread after committing everything queued, and close the
- * database. Loop thread (or any thread once the loop stopped). */
+ * database. on_commit is not called by store_close nor after it. If the
+ * database keeps failing, the writes still queued are dropped with an error
+ * after a few attempts, so that shutdown cannot hang. Loop thread (or any
+ * thread once the loop stopped). */
 void store_close(store *s);
 
 #endif

@@ -48,27 +48,52 @@ static session *add_session(broker *b, const char *id)
     return s;
 }
 
+static void session_key_names_company_and_client(void **state)
+{
+    (void)state;
+    char key[64];
+    assert_int_equal(session_make_key(key, sizeof(key), "acme", "gw-1", 4), 0);
+    assert_string_equal(key, "acme/gw-1");
+    assert_int_equal(session_make_key(key, sizeof(key), NULL, "ingest-1", 8), 0);
+    assert_string_equal(key, "/ingest-1");
+    /* A platform client id that looks like a company key stays apart. */
+    assert_int_equal(session_make_key(key, sizeof(key), NULL, "acme/gw-1", 9), 0);
+    assert_string_equal(key, "/acme/gw-1");
+    assert_int_equal(session_make_key(key, 8, "acme", "gw-1", 4), -1);
+    broker *b = fake_broker();
+    session *s = session_new(b, "/acme/gw-1", 10);
+    assert_string_equal(s->client_id, "acme/gw-1");
+    assert_int_equal(s->topic_prefix_len, 0); /* no company: internal topics */
+    session_destroy(s);
+    assert_null(session_new(b, "no-slash", 8));
+    free_fake_broker(b);
+}
+
 static void map_finds_every_session_by_id(void **state)
 {
     (void)state;
     broker *b = fake_broker();
     char id[32];
     for (int i = 0; i < 1000; i++) {
-        snprintf(id, sizeof(id), "gw-%d", i);
+        snprintf(id, sizeof(id), "acme/gw-%d", i);
         add_session(b, id);
     }
     assert_int_equal(b->sessions.count, 1000);
     for (int i = 0; i < 1000; i++) {
-        snprintf(id, sizeof(id), "gw-%d", i);
+        snprintf(id, sizeof(id), "acme/gw-%d", i);
         session *s = session_map_get(&b->sessions, id, strlen(id));
         assert_non_null(s);
-        assert_string_equal(s->client_id, id);
+        assert_string_equal(s->key, id);
+        assert_string_equal(s->client_id, id + 5); /* the client's own id */
+        assert_int_equal(s->topic_prefix_len, 5); /* "acme/" */
     }
-    assert_null(session_map_get(&b->sessions, "gw-1000", 7));
+    assert_null(session_map_get(&b->sessions, "acme/gw-1000", 12));
+    /* The same client id in another company is another session. */
+    assert_null(session_map_get(&b->sessions, "globex/gw-1", 11));
     /* A prefix of a stored id is a different id. */
-    assert_null(session_map_get(&b->sessions, "gw-1", 3));
+    assert_null(session_map_get(&b->sessions, "acme/gw-1", 8));
     for (int i = 0; i < 1000; i++) {
-        snprintf(id, sizeof(id), "gw-%d", i);
+        snprintf(id, sizeof(id), "acme/gw-%d", i);
         session_destroy(session_map_get(&b->sessions, id, strlen(id)));
     }
     assert_int_equal(b->sessions.count, 0);
@@ -85,7 +110,7 @@ static void map_delete_keeps_remaining_reachable(void **state)
     session *all[N];
     char id[32];
     for (int i = 0; i < N; i++) {
-        snprintf(id, sizeof(id), "c%d", i * 7919);
+        snprintf(id, sizeof(id), "/c%d", i * 7919);
         all[i] = add_session(b, id);
     }
     srand(7);
@@ -98,7 +123,7 @@ static void map_delete_keeps_remaining_reachable(void **state)
     for (int i = 0; i < N; i++) {
         session_destroy(all[i]);
         for (int k = i + 1; k < N; k += 37) {
-            const char *cid = all[k]->client_id;
+            const char *cid = all[k]->key;
             assert_ptr_equal(session_map_get(&b->sessions, cid, strlen(cid)), all[k]);
         }
     }
@@ -110,7 +135,7 @@ static void subscriptions_follow_the_topic_tree(void **state)
 {
     (void)state;
     broker *b = fake_broker();
-    session *s = add_session(b, "gw-1");
+    session *s = add_session(b, "/gw-1");
     assert_int_equal(session_subscribe(s, "a/+", 3, 1), 0);
     assert_int_equal(session_subscribe(s, "a/#", 3, 2), 0);
     /* Same filter again replaces, not adds [MQTT-3.8.4-3]. */
@@ -133,7 +158,7 @@ static void qos2_receipt_ids_are_a_set(void **state)
 {
     (void)state;
     broker *b = fake_broker();
-    session *s = add_session(b, "gw-2");
+    session *s = add_session(b, "/gw-2");
     for (uint16_t id = 1; id <= 100; id++)
         assert_int_equal(session_rx_qos2_add(s, id), 0);
     assert_true(session_rx_qos2_has(s, 50));
@@ -156,7 +181,7 @@ static void offline_session_queues_up_to_the_limit(void **state)
     gmq_config_defaults(&cfg);
     cfg.max_queued = 3;
     b->cfg = &cfg;
-    session *s = add_session(b, "gw-3");
+    session *s = add_session(b, "/gw-3");
     gmq_msg *m = gmq_msg_new("t", 1, (const uint8_t *)"x", 1, 1, false);
     session_deliver(s, m, 0, false);
     assert_int_equal(s->qlen, 0);
@@ -175,7 +200,7 @@ static void allocation_failures_leave_session_consistent(void **state)
 {
     (void)state;
     broker *b = fake_broker();
-    session *s = add_session(b, "gw-4");
+    session *s = add_session(b, "/gw-4");
     for (unsigned long n = 1;; n++) {
         gmq_alloc_fail_at(n);
         int rc = session_subscribe(s, "x/y/z", 5, 1);
@@ -194,6 +219,7 @@ static void allocation_failures_leave_session_consistent(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(session_key_names_company_and_client),
         cmocka_unit_test(map_finds_every_session_by_id),
         cmocka_unit_test(map_delete_keeps_remaining_reachable),
         cmocka_unit_test(subscriptions_follow_the_topic_tree),
