@@ -33,7 +33,7 @@ IT_BIN     := $(IT_SRC:tests/integration/%.c=$(B)/tests/%)
 IT_LIB_SRC := $(filter-out $(IT_SRC),$(wildcard tests/integration/*.c))
 IT_LIB_OBJ := $(IT_LIB_SRC:%.c=$(B)/%.o)
 
-TOOLS      := $(B)/gatemq-bench $(B)/gatemq-passwd
+TOOLS      := $(B)/gatemq-bench $(B)/gatemq-passwd $(B)/gatemq-acl
 HEADERS    := $(wildcard protocol/*.h broker/*.h auth/*.h store/*.h tests/integration/*.h)
 
 .SECONDARY:
@@ -71,6 +71,9 @@ $(B)/gatemq-bench: $(B)/tools/gatemq-bench.o $(B)/libproto.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/gatemq-passwd: $(B)/tools/gatemq-passwd.o $(B)/libgatemq.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/gatemq-acl: $(B)/tools/gatemq-acl.o $(B)/libgatemq.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # Unit tests: test_proto_* need only the codec, the others the whole core.

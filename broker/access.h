@@ -22,7 +22,11 @@ bool access_subscribe(session *s, const char *filter, size_t len);
 bool access_read(session *s, const gmq_msg *m);
 /* Remove the subscriptions of s that the rules in force forbid. */
 void access_recheck_session(session *s);
-/* The same for every session (after the rules changed). */
+/* The same for every session (after the rules changed); users that the
+ * new rules move to another company are disconnected. */
 void access_recheck_all(broker *b);
+/* Load the ACL file the configuration names. Returns 0, or -1 logged. */
+int access_init(broker *b);
+void access_free(broker *b);
 
 #endif

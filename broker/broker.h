@@ -110,6 +110,7 @@ struct session {
     uint16_t topic_prefix_len; /* "<company>/" leads every internal topic; 0: none */
     uint8_t kind;              /* enum principal_kind */
     char *username;            /* a user's name; NULL otherwise */
+    char *company;             /* the company (copy of the key's prefix); NULL: none */
     bool clean;
     bool anonymous;
     conn *c; /* NULL while offline */
@@ -250,6 +251,7 @@ struct broker {
     unsigned reload_count;
 
     struct store *store; /* NULL: nothing survives a restart */
+    struct acl *acl;     /* rules in force; NULL: none (see access.h) */
     bool loading;        /* restoring from the store: do not write back */
     conn *ack_waiters;   /* conns with acknowledgements waiting for a commit */
 };

@@ -74,6 +74,7 @@ void gmq_config_free(gmq_config *c)
     gmq_free(c->company_uri_prefix);
     gmq_free(c->password_file);
     gmq_free(c->persistence_file);
+    gmq_free(c->acl_file);
     for (size_t i = 0; i < c->nanon_deny; i++)
         gmq_free(c->anon_deny[i]);
     gmq_free(c->anon_deny);
@@ -245,6 +246,8 @@ static int directive(parser *p, gmq_config *c, char **argv, int argc)
         return set_path(p, k, a, &c->password_file);
     if (strcmp(k, "persistence_file") == 0)
         return set_path(p, k, a, &c->persistence_file);
+    if (strcmp(k, "acl_file") == 0)
+        return set_path(p, k, a, &c->acl_file);
     if (strcmp(k, "persistence_sync") == 0) {
         if (strcmp(a, "normal") == 0)
             c->persistence_sync_full = false;

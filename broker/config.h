@@ -62,6 +62,7 @@ typedef struct gmq_config {
     double lockout_time;              /* first lock, seconds; doubles */
     double lockout_max_time;          /* cap of a lock, seconds */
     char *persistence_file;           /* NULL: nothing survives a restart */
+    char *acl_file;                   /* NULL: no access rules within namespaces */
     bool persistence_sync_full;       /* fsync every commit (power-loss safe) */
 } gmq_config;
 

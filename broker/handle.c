@@ -152,17 +152,20 @@ void connect_accept(conn *c, connect_req *req, int kind)
             return;
         }
         s->clean = req->clean;
-        persist_session_new(s);
     }
     s->kind = (uint8_t)kind;
     s->anonymous = kind == PRINCIPAL_ANONYMOUS;
     gmq_free(s->username);
     s->username = NULL;
     if (kind == PRINCIPAL_USER && !(s->username = gmq_strdup(req->username))) {
+        if (!present)
+            session_destroy(s);
         connect_req_free(req);
         connect_refuse(c, MQTT_CONNACK_UNAVAILABLE, "no memory for the session");
         return;
     }
+    /* Who the session belongs to, and when it was last seen. */
+    persist_session_new(s);
     s->c = c;
     c->s = s;
     c->will = req->will;

@@ -18,7 +18,7 @@ static bool durable(const session *s)
 void persist_session_new(session *s)
 {
     if (durable(s))
-        store_put_session(s->b->store, s->key, (int64_t)time(NULL));
+        store_put_session(s->b->store, s->key, (int64_t)time(NULL), s->kind, s->username);
 }
 
 void persist_session_delete(session *s)
@@ -278,7 +278,8 @@ static session *find_session(load_ctx *l, const char *client_id)
     return l->cur;
 }
 
-static int load_session(void *arg, const char *client_id, int64_t last_seen)
+static int load_session(void *arg, const char *client_id, int64_t last_seen, int kind,
+                        const char *username)
 {
     load_ctx *l = arg;
     (void)last_seen;
@@ -286,6 +287,13 @@ static int load_session(void *arg, const char *client_id, int64_t last_seen)
     if (!s)
         return -1;
     s->clean = false;
+    s->kind = kind >= PRINCIPAL_ANONYMOUS && kind <= PRINCIPAL_DEVICE ? (uint8_t)kind
+                                                                       : PRINCIPAL_UNKNOWN;
+    s->anonymous = s->kind == PRINCIPAL_ANONYMOUS;
+    if (username && !(s->username = gmq_strdup(username))) {
+        session_destroy(s);
+        return -1;
+    }
     if (session_map_put(&l->b->sessions, s)) {
         session_destroy(s);
         return -1;

@@ -1,7 +1,7 @@
 /*
  * reload.c - SIGHUP: reload the files the configuration names.
  *
- * Certificates, keys, CRLs and the password file are read and parsed on a
+ * Certificates, keys, CRLs, the password file and the ACL file are read and parsed on a
  * worker thread (the loop never waits on disk), then swapped in on the loop
  * thread. Each part is all or nothing: a part that fails to load keeps what
  * is in force and its error is logged. Listeners, ports and limits are not
@@ -11,7 +11,9 @@
 
 #include <mbedtls/x509_crt.h>
 
+#include "auth/acl.h"
 #include "auth/passwd.h"
+#include "broker/access.h"
 #include "broker/alloc.h"
 #include "broker/broker.h"
 #include "broker/log.h"
@@ -27,6 +29,9 @@ typedef struct reload_job {
     passwd_file *passwords;
     char pw_err[512];
     bool pw_failed;
+    acl *acl;
+    char acl_err[512];
+    bool acl_failed;
 } reload_job;
 
 /* Worker thread: only reads the configuration (immutable while running). */
@@ -45,6 +50,9 @@ static void reload_run(worker_job *j)
     if (b->cfg->password_file &&
         passwd_file_load(b->cfg->password_file, &r->passwords, r->pw_err, sizeof(r->pw_err)))
         r->pw_failed = true;
+    /* A broken ACL file never fails open: the rules in force stay. */
+    if (b->cfg->acl_file && acl_load(b->cfg->acl_file, &r->acl, r->acl_err, sizeof(r->acl_err)))
+        r->acl_failed = true;
 }
 
 static void free_job(reload_job *r)
@@ -56,6 +64,7 @@ static void free_job(reload_job *r)
     gmq_free(r->tls);
     gmq_free(r->tls_err);
     passwd_file_free(r->passwords);
+    acl_free(r->acl);
     gmq_free(r);
 }
 
@@ -104,6 +113,17 @@ static void reload_done(worker_job *j)
         r->passwords = NULL;
         LOG_NOTICE("reload: password file: %zu user(s)", passwd_file_count(b->passwords));
     }
+    if (r->acl_failed) {
+        LOG_ERROR("reload: keeping the ACL in force: %s", r->acl_err);
+    } else if (r->acl) {
+        /* The swap is one pointer store on the loop thread: every check
+         * sees either the old rules or the new. */
+        acl *old = b->acl;
+        b->acl = r->acl;
+        r->acl = old;
+        LOG_NOTICE("reload: ACL %s: %zu rule(s)", b->cfg->acl_file, acl_rule_count(b->acl));
+        access_recheck_all(b);
+    }
     drop_revoked(b);
     b->reload_count++;
     free_job(r);
@@ -134,7 +154,7 @@ void broker_reload(broker *b)
         }
         return;
     }
-    LOG_NOTICE("reload: reading certificates, CRLs and the password file");
+    LOG_NOTICE("reload: reading certificates, CRLs, the password file and the ACL file");
     r->base.run = reload_run;
     r->base.done = reload_done;
     r->b = b;

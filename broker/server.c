@@ -13,6 +13,7 @@
 #include "broker/alloc.h"
 #include "broker/broker.h"
 #include "broker/log.h"
+#include "broker/access.h"
 #include "broker/login.h"
 #include "broker/persist.h"
 
@@ -181,7 +182,9 @@ int broker_prepare(broker *b)
             return -1;
         }
     }
-    return login_init(b);
+    if (login_init(b))
+        return -1;
+    return access_init(b);
 }
 
 int broker_listen(broker *b)
@@ -260,6 +263,7 @@ void broker_free(broker *b)
     gmq_free(slots);
     persist_close(b);
     login_free(b);
+    access_free(b);
     for (size_t i = 0; i < b->nlisteners; i++) {
         if (b->listeners[i].fd >= 0)
             close(b->listeners[i].fd);

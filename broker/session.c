@@ -49,6 +49,11 @@ session *session_new(broker *b, const char *key, size_t keylen)
         return NULL;
     }
     size_t company_len = (size_t)(slash - key);
+    if (company_len && !(s->company = gmq_strndup(key, company_len))) {
+        gmq_free(s->key);
+        gmq_free(s);
+        return NULL;
+    }
     s->client_id = s->key + company_len + 1;
     s->topic_prefix_len = company_len ? (uint16_t)(company_len + 1) : 0;
     s->next_id = 1;
@@ -79,6 +84,7 @@ void session_destroy(session *s)
     gmq_free(s->rx_qos2);
     session_map_del(&b->sessions, s);
     gmq_free(s->username);
+    gmq_free(s->company);
     gmq_free(s->key);
     gmq_free(s);
 }

@@ -74,7 +74,8 @@ static const char *const store__sql[ST_COUNT] = {
     [ST_PUT_MESSAGE] = "INSERT OR REPLACE INTO messages(id, topic, payload, qos, retain) "
                        "VALUES(?1, ?2, ?3, ?4, ?5)",
     [ST_DEL_MESSAGE] = "DELETE FROM messages WHERE id = ?1",
-    [ST_PUT_SESSION] = "INSERT OR REPLACE INTO sessions(client_id, last_seen) VALUES(?1, ?2)",
+    [ST_PUT_SESSION] = "INSERT OR REPLACE INTO sessions(client_id, last_seen, kind, username) "
+                       "VALUES(?1, ?2, ?3, ?4)",
     [ST_DEL_SESSION] = "DELETE FROM sessions WHERE client_id = ?1",
     [ST_DEL_SESSION_SUBS] = "DELETE FROM subscriptions WHERE client_id = ?1",
     [ST_DEL_SESSION_DELIVERIES] = "DELETE FROM deliveries WHERE client_id = ?1",
@@ -90,7 +91,8 @@ static const char *const store__sql[ST_COUNT] = {
     [ST_DEL_RX] = "DELETE FROM rx_qos2 WHERE client_id = ?1 AND packet_id = ?2",
     [ST_LOAD_MESSAGES] = "SELECT id, topic, payload, qos, retain FROM messages ORDER BY id",
     [ST_LOAD_RETAINED] = "SELECT topic, payload, qos FROM retained ORDER BY topic",
-    [ST_LOAD_SESSIONS] = "SELECT client_id, last_seen FROM sessions ORDER BY client_id",
+    [ST_LOAD_SESSIONS] =
+        "SELECT client_id, last_seen, kind, username FROM sessions ORDER BY client_id",
     [ST_LOAD_SUBS] = "SELECT filter, qos FROM subscriptions WHERE client_id = ?1 ORDER BY filter",
     [ST_LOAD_DELIVERIES] = "SELECT seq, msg_id, qos, retain, packet_id, state FROM deliveries "
                            "WHERE client_id = ?1 ORDER BY seq",
@@ -339,8 +341,11 @@ static int store__load_all(store *s, const store_load_cb *cb, void *arg, const c
     while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         *what = "sessions";
         const char *client_id = store__text(st, 0, &tlen);
-        if (cb->session)
-            stop = cb->session(arg, client_id, sqlite3_column_int64(st, 1));
+        if (cb->session) {
+            const char *user = (const char *)sqlite3_column_text(st, 3);
+            stop = cb->session(arg, client_id, sqlite3_column_int64(st, 1),
+                               sqlite3_column_int(st, 2), user);
+        }
         if (!stop) {
             int r = store__load_session_rows(s, cb, arg, client_id, tlen, what);
             if (r == -1)
@@ -459,6 +464,10 @@ static int store__run_op(store *s, const store_op *op)
         st = s->stmt[ST_PUT_SESSION];
         rc = store__bind_text(st, 1, op->key, op->key_len, rc);
         rc = store__bind_int(st, 2, op->last_seen, rc);
+        rc = store__bind_int(st, 3, op->qos, rc); /* the principal kind */
+        if (rc == SQLITE_OK)
+            rc = op->sub_len ? sqlite3_bind_text(st, 4, op->sub, (int)op->sub_len, SQLITE_STATIC)
+                             : sqlite3_bind_null(st, 4);
         return store__step(st, rc);
     case OP_DEL_SESSION: {
         static const enum store__stmt order[] = {ST_DEL_SESSION_SUBS, ST_DEL_SESSION_DELIVERIES,
@@ -845,12 +854,15 @@ int store_del_message(store *s, uint64_t id)
     return store__queue(s, op);
 }
 
-int store_put_session(store *s, const char *client_id, int64_t last_seen)
+int store_put_session(store *s, const char *client_id, int64_t last_seen, int kind,
+                      const char *username)
 {
-    store_op *op =
-        store__op_new(s, OP_PUT_SESSION, client_id, strlen(client_id), NULL, 0, NULL, 0);
-    if (op)
+    store_op *op = store__op_new(s, OP_PUT_SESSION, client_id, strlen(client_id), username,
+                                 username ? strlen(username) : 0, NULL, 0);
+    if (op) {
         op->last_seen = last_seen;
+        op->qos = (uint8_t)kind;
+    }
     return store__queue(s, op);
 }
 

@@ -69,7 +69,10 @@ typedef struct store_load_cb {
                    const uint8_t *payload, size_t payload_len, uint8_t qos, bool retain);
     int (*retained)(void *arg, const char *topic, size_t topic_len, const uint8_t *payload,
                     size_t payload_len, uint8_t qos);
-    int (*session)(void *arg, const char *client_id, int64_t last_seen);
+    /* kind and username: who the session belongs to, as stored (kind 0
+     * and NULL for rows written before schema version 2). */
+    int (*session)(void *arg, const char *client_id, int64_t last_seen, int kind,
+                   const char *username);
     int (*subscription)(void *arg, const char *client_id, const char *filter, uint8_t qos);
     int (*delivery)(void *arg, const char *client_id, uint64_t seq, uint64_t msg_id,
                     uint8_t qos, bool retain, uint16_t packet_id, int state);
@@ -109,7 +112,10 @@ int store_del_retained(store *s, const char *topic, size_t topic_len);
 int store_put_message(store *s, uint64_t id, const char *topic, size_t topic_len,
                       const uint8_t *payload, size_t payload_len, uint8_t qos, bool retain);
 int store_del_message(store *s, uint64_t id);
-int store_put_session(store *s, const char *client_id, int64_t last_seen);
+/* Insert or replace a session; kind (0..255) and username (NULL: none)
+ * record who it belongs to. */
+int store_put_session(store *s, const char *client_id, int64_t last_seen, int kind,
+                      const char *username);
 /* Deletes the session and its subscriptions, deliveries and receipt ids. */
 int store_del_session(store *s, const char *client_id);
 int store_put_subscription(store *s, const char *client_id, const char *filter, uint8_t qos);

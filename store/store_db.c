@@ -60,6 +60,11 @@ static const char *const store__migrations[] = {
     "  packet_id INTEGER NOT NULL,"
     "  PRIMARY KEY(client_id, packet_id)) WITHOUT ROWID;"
     "PRAGMA user_version = 1;",
+    /* 1 -> 2: who a session belongs to, so access rules apply to a restored
+     * session before its client comes back. */
+    "ALTER TABLE sessions ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE sessions ADD COLUMN username TEXT;"
+    "PRAGMA user_version = 2;",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store__migrations) / sizeof(store__migrations[0])))
 

@@ -205,9 +205,14 @@ static int rec_retained(void *arg, const char *topic, size_t topic_len, const ui
     return rec_result(arg);
 }
 
-static int rec_session(void *arg, const char *client_id, int64_t last_seen)
+static int rec_session(void *arg, const char *client_id, int64_t last_seen, int kind,
+                       const char *username)
 {
-    rec_printf(arg, "session %s %lld\n", client_id, (long long)last_seen);
+    if (kind || username)
+        rec_printf(arg, "session %s %lld kind %d user %s\n", client_id, (long long)last_seen, kind,
+                   username ? username : "-");
+    else
+        rec_printf(arg, "session %s %lld\n", client_id, (long long)last_seen);
     return rec_result(arg);
 }
 
@@ -316,7 +321,7 @@ static void open_creates_schema_and_user_version(void **state)
     store *s = open_store(f, STORE_SYNC_NORMAL);
     assert_non_null(s);
     store_close(s);
-    assert_int_equal(user_version(f->path), 1);
+    assert_int_equal(user_version(f->path), 2);
     sqlite3 *db;
     assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     static const char *const tables[] = {"messages",   "retained",      "sessions",
@@ -346,13 +351,62 @@ static void reopen_keeps_data(void **state)
     commits c;
     store *s = start_store(f, STORE_SYNC_FULL, &c);
     assert_non_null(s);
-    assert_int_equal(store_put_session(s, "dev-1", 42), 0);
+    assert_int_equal(store_put_session(s, "dev-1", 42, 0, NULL), 0);
     commit_and_close(s, &c);
     for (int i = 0; i < 2; i++) { /* open and close without writing keeps it too */
         char *text = reload(f);
         assert_string_equal(text, "session dev-1 42\n");
         free(text);
     }
+}
+
+static void session_principal_round_trips(void **state)
+{
+    fixture *f = *state;
+    commits c;
+    store *s = start_store(f, STORE_SYNC_NORMAL, &c);
+    assert_non_null(s);
+    assert_int_equal(store_put_session(s, "acme/gw-1", 7, 3, NULL), 0);
+    assert_int_equal(store_put_session(s, "acme/ops-1", 8, 2, "alice'; DROP TABLE x;--"), 0);
+    commit_and_close(s, &c);
+    char *text = reload(f);
+    assert_string_equal(text, "session acme/gw-1 7 kind 3 user -\n"
+                              "session acme/ops-1 8 kind 2 user alice'; DROP TABLE x;--\n");
+    free(text);
+}
+
+/* A database written by schema version 1 is migrated forward in place and
+ * keeps its rows; the sessions it holds have no recorded principal. */
+static void version_1_database_is_migrated_forward(void **state)
+{
+    fixture *f = *state;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TABLE messages(id INTEGER PRIMARY KEY, topic TEXT NOT NULL,"
+                                  " payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL);"
+                                  "CREATE TABLE retained(topic TEXT PRIMARY KEY, qos INTEGER NOT NULL,"
+                                  " payload BLOB NOT NULL);"
+                                  "CREATE TABLE sessions(client_id TEXT PRIMARY KEY,"
+                                  " last_seen INTEGER NOT NULL) WITHOUT ROWID;"
+                                  "CREATE TABLE subscriptions(client_id TEXT NOT NULL, filter TEXT NOT NULL,"
+                                  " qos INTEGER NOT NULL, PRIMARY KEY(client_id, filter)) WITHOUT ROWID;"
+                                  "CREATE TABLE deliveries(client_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+                                  " msg_id INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,"
+                                  " packet_id INTEGER NOT NULL, state INTEGER NOT NULL,"
+                                  " PRIMARY KEY(client_id, seq)) WITHOUT ROWID;"
+                                  "CREATE TABLE rx_qos2(client_id TEXT NOT NULL, packet_id INTEGER NOT NULL,"
+                                  " PRIMARY KEY(client_id, packet_id)) WITHOUT ROWID;"
+                                  "INSERT INTO sessions VALUES('/old', 5);"
+                                  "INSERT INTO subscriptions VALUES('/old', 'a/#', 1);"
+                                  "PRAGMA user_version = 1;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    char *text = reload(f);
+    assert_string_equal(text, "session /old 5\n  sub /old a/# q1\n");
+    free(text);
+    assert_int_equal(user_version(f->path), 2);
 }
 
 static void every_write_kind_round_trips_in_load_order(void **state)
@@ -375,9 +429,9 @@ static void every_write_kind_round_trips_in_load_order(void **state)
     assert_int_equal(store_put_retained(s, "r/0", 3, hello, 5, 1), 0);
     assert_int_equal(store_del_retained(s, "r/0", 3), 0);
     /* sessions, queued out of order */
-    assert_int_equal(store_put_session(s, "zeta", 200), 0);
-    assert_int_equal(store_put_session(s, "alpha", 100), 0);
-    assert_int_equal(store_put_session(s, "alpha", 150), 0);
+    assert_int_equal(store_put_session(s, "zeta", 200, 0, NULL), 0);
+    assert_int_equal(store_put_session(s, "alpha", 100, 0, NULL), 0);
+    assert_int_equal(store_put_session(s, "alpha", 150, 0, NULL), 0);
     assert_int_equal(store_put_subscription(s, "alpha", "b/#", 1), 0);
     assert_int_equal(store_put_subscription(s, "alpha", "a/+", 2), 0);
     assert_int_equal(store_put_subscription(s, "alpha", "c", 0), 0);
@@ -479,7 +533,7 @@ static void topics_with_quotes_semicolons_and_utf8_are_bound_not_parsed(void **s
     for (int i = 0; i < N; i++) {
         size_t len = strlen(odd[i]);
         assert_int_equal(store_put_retained(s, odd[i], len, (const uint8_t *)odd[i], len, 1), 0);
-        assert_int_equal(store_put_session(s, odd[i], i), 0);
+        assert_int_equal(store_put_session(s, odd[i], i, 0, NULL), 0);
         assert_int_equal(store_put_subscription(s, odd[i], odd[i], 2), 0);
     }
     commit_and_close(s, &c);
@@ -521,7 +575,7 @@ static void del_session_removes_only_its_own_rows(void **state)
     assert_non_null(s);
     static const char *const ids[] = {"keep-a", "drop", "keep-b", "drop2"};
     for (int i = 0; i < 4; i++) {
-        assert_int_equal(store_put_session(s, ids[i], 1), 0);
+        assert_int_equal(store_put_session(s, ids[i], 1, 0, NULL), 0);
         assert_int_equal(store_put_subscription(s, ids[i], "t/#", 1), 0);
         assert_int_equal(store_put_delivery(s, ids[i], 1, 1, 1, false, 1, STORE_WAIT_PUBACK), 0);
         assert_int_equal(store_put_rx_qos2(s, ids[i], 9), 0);
@@ -566,7 +620,7 @@ static void put_delivery_on_same_seq_replaces_it(void **state)
     commits c;
     store *s = start_store(f, STORE_SYNC_NORMAL, &c);
     assert_non_null(s);
-    assert_int_equal(store_put_session(s, "c", 1), 0);
+    assert_int_equal(store_put_session(s, "c", 1, 0, NULL), 0);
     assert_int_equal(store_put_delivery(s, "c", 4, 10, 2, false, 0, STORE_QUEUED), 0);
     assert_int_equal(store_put_delivery(s, "c", 4, 10, 2, false, 77, STORE_WAIT_PUBREC), 0);
     assert_int_equal(store_put_delivery(s, "c", 4, 10, 2, false, 77, STORE_WAIT_PUBCOMP), 0);
@@ -666,7 +720,7 @@ static void writes_queued_before_start_commit_at_close(void **state)
     fixture *f = *state;
     store *s = open_store(f, STORE_SYNC_NORMAL);
     assert_non_null(s);
-    assert_int_equal(store_put_session(s, "early", 5), 0);
+    assert_int_equal(store_put_session(s, "early", 5, 0, NULL), 0);
     assert_int_equal(store_last_queued(s), 1);
     assert_int_equal(store_backlog(s), 1);
     store_close(s);
@@ -682,7 +736,7 @@ static void failed_commit_is_rolled_back_and_retried(void **state)
     store *s = start_store(f, STORE_SYNC_NORMAL, &c);
     assert_non_null(s);
     store_test_fail_commits(s, 3);
-    assert_int_equal(store_put_session(s, "retry", 1), 0);
+    assert_int_equal(store_put_session(s, "retry", 1, 0, NULL), 0);
     assert_int_equal(store_put_subscription(s, "retry", "x", 1), 0);
     assert_true(await_commit(&c, store_last_queued(s), 30));
     store_stats st;
@@ -705,7 +759,7 @@ static void load_stops_when_a_callback_says_so(void **state)
     for (int i = 0; i < 3; i++) {
         char id[16];
         snprintf(id, sizeof(id), "s%d", i);
-        store_put_session(s, id, i);
+        store_put_session(s, id, i, 0, NULL);
     }
     commit_and_close(s, &c);
     s = open_store(f, STORE_SYNC_NORMAL);
@@ -730,7 +784,7 @@ static void corrupted_header_is_moved_aside_and_fresh_database_opens(void **stat
     commits c;
     store *s = start_store(f, STORE_SYNC_NORMAL, &c);
     assert_non_null(s);
-    store_put_session(s, "lost", 1);
+    store_put_session(s, "lost", 1, 0, NULL);
     commit_and_close(s, &c);
     int fd = open(f->path, O_WRONLY);
     assert_true(fd >= 0);
@@ -750,7 +804,7 @@ static void corrupted_header_is_moved_aside_and_fresh_database_opens(void **stat
     assert_int_equal(fread(head, 1, sizeof(head), fp), sizeof(head));
     fclose(fp);
     assert_memory_equal(head, garbage, sizeof(head)); /* the old bytes, untouched */
-    assert_int_equal(user_version(f->path), 1);
+    assert_int_equal(user_version(f->path), 2);
     char *text = reload(f);
     assert_string_equal(text, "");
     free(text);
@@ -793,7 +847,7 @@ static void empty_file_is_initialised_as_a_new_database(void **state)
     store *s = open_store(f, STORE_SYNC_NORMAL);
     assert_non_null(s);
     store_close(s);
-    assert_int_equal(user_version(f->path), 1);
+    assert_int_equal(user_version(f->path), 2);
     assert_int_equal(count_corrupt_copies(f, NULL, 0), 0);
 }
 
@@ -844,7 +898,7 @@ static void committed_writes_survive_kill(void **state)
         c = (commits){.loop = loop, .s = s};
         if (store_start(s, loop, on_commit, &c))
             _exit(3);
-        store_put_session(s, "survivor", 1);
+        store_put_session(s, "survivor", 1, 0, NULL);
         for (uint64_t i = 1; i <= ACKED; i++)
             store_put_message(s, i, "k", 1, (const uint8_t *)&i, sizeof(i), 1, false);
         if (!await_commit(&c, store_last_queued(s), 30))
@@ -895,7 +949,7 @@ static void put_fails_cleanly_when_allocation_fails(void **state)
     gmq_alloc_fail_at(1);
     assert_int_equal(store_put_retained(s, "t", 1, (const uint8_t *)"x", 1, 1), -1);
     gmq_alloc_fail_at(1);
-    assert_int_equal(store_put_session(s, "c", 1), -1);
+    assert_int_equal(store_put_session(s, "c", 1, 0, NULL), -1);
     gmq_alloc_fail_at(1);
     assert_int_equal(store_put_delivery(s, "c", 1, 1, 1, false, 1, 1), -1);
     gmq_alloc_fail_at(1);
@@ -904,7 +958,7 @@ static void put_fails_cleanly_when_allocation_fails(void **state)
     assert_int_equal(store_last_queued(s), 0);
     assert_int_equal(store_backlog(s), 0);
     /* the next write works and is number 1 */
-    assert_int_equal(store_put_session(s, "ok", 2), 0);
+    assert_int_equal(store_put_session(s, "ok", 2, 0, NULL), 0);
     assert_int_equal(store_last_queued(s), 1);
     commit_and_close(s, &c);
     char *text = reload(f);
@@ -918,6 +972,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(open_creates_schema_and_user_version),
+        T(session_principal_round_trips),
+        T(version_1_database_is_migrated_forward),
         T(reopen_keeps_data),
         T(every_write_kind_round_trips_in_load_order),
         T(payloads_round_trip_byte_exact),
