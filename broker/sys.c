@@ -39,6 +39,7 @@ void sys_publish(broker *b)
     publish_u64(b, "$SYS/broker/messages/received", st->msgs_received);
     publish_u64(b, "$SYS/broker/messages/sent", st->msgs_sent);
     publish_u64(b, "$SYS/broker/messages/dropped", st->msgs_dropped);
+    publish_u64(b, "$SYS/broker/messages/denied", st->msgs_denied);
     publish_u64(b, "$SYS/broker/bytes/received", st->bytes_received);
     publish_u64(b, "$SYS/broker/bytes/sent", st->bytes_sent);
     publish_u64(b, "$SYS/broker/connections/refused", st->connections_refused);
