@@ -54,6 +54,12 @@ enum store__stmt {
     ST_DEL_DELIVERY,
     ST_PUT_RX,
     ST_DEL_RX,
+    ST_PUT_OUTBOX,
+    ST_PUT_DEAD,
+    ST_PUT_CLOCK,
+    ST_PUT_PRESENCE,
+    ST_LOAD_CLOCK,
+    ST_LOAD_PRESENCE,
     ST_LOAD_MESSAGES,
     ST_LOAD_RETAINED,
     ST_LOAD_SESSIONS,
@@ -89,6 +95,14 @@ static const char *const store__sql[ST_COUNT] = {
     [ST_DEL_DELIVERY] = "DELETE FROM deliveries WHERE client_id = ?1 AND seq = ?2",
     [ST_PUT_RX] = "INSERT OR IGNORE INTO rx_qos2(client_id, packet_id) VALUES(?1, ?2)",
     [ST_DEL_RX] = "DELETE FROM rx_qos2 WHERE client_id = ?1 AND packet_id = ?2",
+    [ST_PUT_OUTBOX] = "INSERT INTO outbox(received, device, line) VALUES(?1, ?2, ?3)",
+    [ST_PUT_DEAD] = "INSERT INTO dead_letters(at, device, topic, payload, reason) "
+                    "VALUES(?1, ?2, ?3, ?4, ?5)",
+    [ST_PUT_CLOCK] = "INSERT OR REPLACE INTO clock(device, offset_ms, updated) VALUES(?1, ?2, ?3)",
+    [ST_PUT_PRESENCE] = "INSERT OR REPLACE INTO presence(device, online, since, notified) "
+                        "VALUES(?1, ?2, ?3, ?4)",
+    [ST_LOAD_CLOCK] = "SELECT device, offset_ms, updated FROM clock ORDER BY device",
+    [ST_LOAD_PRESENCE] = "SELECT device, online, since, notified FROM presence ORDER BY device",
     [ST_LOAD_MESSAGES] = "SELECT id, topic, payload, qos, retain FROM messages ORDER BY id",
     [ST_LOAD_RETAINED] = "SELECT topic, payload, qos FROM retained ORDER BY topic",
     [ST_LOAD_SESSIONS] =
@@ -119,6 +133,10 @@ enum store__op_kind {
     OP_DEL_DELIVERY,
     OP_PUT_RX,
     OP_DEL_RX,
+    OP_PUT_OUTBOX,
+    OP_PUT_DEAD,
+    OP_PUT_CLOCK,
+    OP_PUT_PRESENCE,
 };
 
 static const char *const store__op_names[] = {
@@ -128,6 +146,8 @@ static const char *const store__op_names[] = {
     [OP_PUT_SUB] = "put subscription",  [OP_DEL_SUB] = "delete subscription",
     [OP_PUT_DELIVERY] = "put delivery", [OP_DEL_DELIVERY] = "delete delivery",
     [OP_PUT_RX] = "put QoS 2 id",       [OP_DEL_RX] = "delete QoS 2 id",
+    [OP_PUT_OUTBOX] = "put telemetry",  [OP_PUT_DEAD] = "put dead letter",
+    [OP_PUT_CLOCK] = "put clock offset", [OP_PUT_PRESENCE] = "put presence",
 };
 
 /* One write, with its strings and payload copied behind it in the same
@@ -158,6 +178,9 @@ struct store {
     sqlite3_stmt *stmt[ST_COUNT];
     char *path;
     size_t max_len; /* SQLITE_LIMIT_LENGTH: the largest string or blob */
+    bool batch_has_outbox;                /* store thread: this batch added telemetry */
+    void (*outbox_hook)(void *arg);       /* store thread: telemetry committed */
+    void *outbox_hook_arg;
 
     /* Loop thread only. */
     struct ev_loop *loop;
@@ -360,6 +383,29 @@ static int store__load_all(store *s, const store_load_cb *cb, void *arg, const c
     if (stop || (rc != SQLITE_DONE && rc != SQLITE_OK))
         return stop ? -1 : rc;
 
+    st = s->stmt[ST_LOAD_CLOCK];
+    while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *what = "clock offsets";
+        const char *device = store__text(st, 0, &tlen);
+        if (cb->clock)
+            stop = cb->clock(arg, device, sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2));
+    }
+    sqlite3_reset(st);
+    if (stop || (rc != SQLITE_DONE && rc != SQLITE_OK))
+        return stop ? -1 : rc;
+
+    st = s->stmt[ST_LOAD_PRESENCE];
+    while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *what = "presence";
+        const char *device = store__text(st, 0, &tlen);
+        if (cb->presence)
+            stop = cb->presence(arg, device, sqlite3_column_int(st, 1) != 0,
+                                sqlite3_column_int64(st, 2), sqlite3_column_int(st, 3) != 0);
+    }
+    sqlite3_reset(st);
+    if (stop || (rc != SQLITE_DONE && rc != SQLITE_OK))
+        return stop ? -1 : rc;
+
     st = s->stmt[ST_COUNT_ORPHANS];
     *what = "orphan rows";
     if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -510,6 +556,37 @@ static int store__run_op(store *s, const store_op *op)
         rc = store__bind_text(st, 1, op->key, op->key_len, rc);
         rc = store__bind_int(st, 2, op->packet_id, rc);
         return store__step(st, rc);
+    case OP_PUT_OUTBOX:
+        st = s->stmt[ST_PUT_OUTBOX];
+        rc = store__bind_int(st, 1, op->last_seen, rc);
+        rc = store__bind_text(st, 2, op->key, op->key_len, rc);
+        rc = store__bind_text(st, 3, op->sub, op->sub_len, rc);
+        rc = store__step(st, rc);
+        if (rc == SQLITE_OK)
+            s->batch_has_outbox = true;
+        return rc;
+    case OP_PUT_DEAD:
+        /* payload holds the reason (num bytes) followed by the payload. */
+        st = s->stmt[ST_PUT_DEAD];
+        rc = store__bind_int(st, 1, op->last_seen, rc);
+        rc = store__bind_text(st, 2, op->key, op->key_len, rc);
+        rc = store__bind_text(st, 3, op->sub, op->sub_len, rc);
+        rc = store__bind_blob(st, 4, op->payload + op->num, op->payload_len - op->num, rc);
+        rc = store__bind_text(st, 5, (const char *)op->payload, op->num, rc);
+        return store__step(st, rc);
+    case OP_PUT_CLOCK:
+        st = s->stmt[ST_PUT_CLOCK];
+        rc = store__bind_text(st, 1, op->key, op->key_len, rc);
+        rc = store__bind_int(st, 2, (sqlite3_int64)op->num, rc);
+        rc = store__bind_int(st, 3, op->last_seen, rc);
+        return store__step(st, rc);
+    case OP_PUT_PRESENCE:
+        st = s->stmt[ST_PUT_PRESENCE];
+        rc = store__bind_text(st, 1, op->key, op->key_len, rc);
+        rc = store__bind_int(st, 2, op->qos, rc);
+        rc = store__bind_int(st, 3, op->last_seen, rc);
+        rc = store__bind_int(st, 4, op->retain, rc);
+        return store__step(st, rc);
     }
     return SQLITE_MISUSE;
 }
@@ -534,6 +611,7 @@ static bool store__rc_is_permanent(int rc)
  * the failure is still the connection's). */
 static int store__run_batch(store *s, store_op *batch, size_t n)
 {
+    s->batch_has_outbox = false;
     int rc = store__step(s->stmt[ST_BEGIN_WRITE], SQLITE_OK);
     const char *during = "BEGIN";
     if (rc != SQLITE_OK)
@@ -561,8 +639,12 @@ static int store__run_batch(store *s, store_op *batch, size_t n)
     }
     during = "COMMIT";
     rc = store__step(s->stmt[ST_COMMIT], SQLITE_OK);
-    if (rc == SQLITE_OK)
+    if (rc == SQLITE_OK) {
+        /* Wake the telemetry sink: there are new rows to drain. */
+        if (s->batch_has_outbox && s->outbox_hook)
+            s->outbox_hook(s->outbox_hook_arg);
         return SQLITE_OK;
+    }
 fail:
     LOG_ERROR("store: %s: %s in a batch of %zu write(s) failed: %s", s->path, during, n,
               sqlite3_errmsg(s->db));
@@ -926,4 +1008,70 @@ int store_del_rx_qos2(store *s, const char *client_id, uint16_t packet_id)
     if (op)
         op->packet_id = packet_id;
     return store__queue(s, op);
+}
+
+/* ---- telemetry, clocks and presence ------------------------------------------ */
+
+int store_put_outbox(store *s, const char *device, int64_t received_ms, const char *line,
+                     size_t line_len)
+{
+    store_op *op =
+        store__op_new(s, OP_PUT_OUTBOX, device, strlen(device), line, line_len, NULL, 0);
+    if (op)
+        op->last_seen = received_ms;
+    return store__queue(s, op);
+}
+
+int store_put_dead_letter(store *s, const char *device, int64_t at_ms, const char *topic,
+                          const uint8_t *payload, size_t payload_len, const char *reason)
+{
+    size_t rlen = strlen(reason);
+    uint8_t *both = gmq_malloc(rlen + payload_len + 1);
+    if (!both) {
+        LOG_ERROR("store: %s: no memory for a dead letter; dropped", s->path);
+        return -1;
+    }
+    memcpy(both, reason, rlen);
+    if (payload_len)
+        memcpy(both + rlen, payload, payload_len);
+    store_op *op = store__op_new(s, OP_PUT_DEAD, device, strlen(device), topic,
+                                 topic ? strlen(topic) : 0, both, rlen + payload_len);
+    gmq_free(both);
+    if (op) {
+        op->last_seen = at_ms;
+        op->num = rlen;
+    }
+    return store__queue(s, op);
+}
+
+int store_put_clock(store *s, const char *device, int64_t offset_ms, int64_t updated_ms)
+{
+    store_op *op = store__op_new(s, OP_PUT_CLOCK, device, strlen(device), NULL, 0, NULL, 0);
+    if (op) {
+        op->num = (uint64_t)offset_ms;
+        op->last_seen = updated_ms;
+    }
+    return store__queue(s, op);
+}
+
+int store_put_presence(store *s, const char *device, bool online, int64_t since_ms, bool notified)
+{
+    store_op *op = store__op_new(s, OP_PUT_PRESENCE, device, strlen(device), NULL, 0, NULL, 0);
+    if (op) {
+        op->qos = online;
+        op->last_seen = since_ms;
+        op->retain = notified;
+    }
+    return store__queue(s, op);
+}
+
+void store_on_outbox_commit(store *s, void (*fn)(void *arg), void *arg)
+{
+    s->outbox_hook = fn;
+    s->outbox_hook_arg = arg;
+}
+
+const char *store_path(const store *s)
+{
+    return s->path;
 }

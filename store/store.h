@@ -77,6 +77,10 @@ typedef struct store_load_cb {
     int (*delivery)(void *arg, const char *client_id, uint64_t seq, uint64_t msg_id,
                     uint8_t qos, bool retain, uint16_t packet_id, int state);
     int (*rx_qos2)(void *arg, const char *client_id, uint16_t packet_id);
+    /* After every session: clock offsets and presence, by device. */
+    int (*clock)(void *arg, const char *device, int64_t offset_ms, int64_t updated_ms);
+    int (*presence)(void *arg, const char *device, bool online, int64_t since_ms,
+                    bool notified);
 } store_load_cb;
 
 int store_load(store *s, const store_load_cb *cb, void *arg, char *err, size_t errlen);
@@ -126,6 +130,26 @@ int store_put_delivery(store *s, const char *client_id, uint64_t seq, uint64_t m
 int store_del_delivery(store *s, const char *client_id, uint64_t seq);
 int store_put_rx_qos2(store *s, const char *client_id, uint16_t packet_id);
 int store_del_rx_qos2(store *s, const char *client_id, uint16_t packet_id);
+
+/* Telemetry (schema version 3). device is "<company>/<device id>".
+ * store_put_outbox: one line-protocol point, received_ms the broker's
+ * receive time; the sink thread drains the outbox in id order.
+ * store_put_dead_letter: a payload that could not be used, with why.
+ * store_put_clock: a device's clock offset (corrected = device time + offset).
+ * store_put_presence: a device's presence: online or not since since_ms, and
+ * whether its offline notification was sent. */
+int store_put_outbox(store *s, const char *device, int64_t received_ms, const char *line,
+                     size_t line_len);
+int store_put_dead_letter(store *s, const char *device, int64_t at_ms, const char *topic,
+                          const uint8_t *payload, size_t payload_len, const char *reason);
+int store_put_clock(store *s, const char *device, int64_t offset_ms, int64_t updated_ms);
+int store_put_presence(store *s, const char *device, bool online, int64_t since_ms,
+                       bool notified);
+/* fn(arg) runs on the store thread after each commit that added outbox
+ * rows (to wake the sink). Set before store_start. */
+void store_on_outbox_commit(store *s, void (*fn)(void *arg), void *arg);
+/* The database file's path (the sink opens its own connection to it). */
+const char *store_path(const store *s);
 
 /* Stop the thread after committing everything queued, and close the
  * database. on_commit is not called by store_close nor after it. If the

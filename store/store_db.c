@@ -65,6 +65,31 @@ static const char *const store__migrations[] = {
     "ALTER TABLE sessions ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE sessions ADD COLUMN username TEXT;"
     "PRAGMA user_version = 2;",
+    /* 2 -> 3: the telemetry outbox (drained to the sinks by id), parse and
+     * sink failures kept for inspection, per-device clock offsets, and
+     * device presence for offline notifications. */
+    "CREATE TABLE outbox("
+    "  id INTEGER PRIMARY KEY,"
+    "  received INTEGER NOT NULL,"
+    "  device TEXT NOT NULL,"
+    "  line TEXT NOT NULL);"
+    "CREATE TABLE dead_letters("
+    "  id INTEGER PRIMARY KEY,"
+    "  at INTEGER NOT NULL,"
+    "  device TEXT NOT NULL,"
+    "  topic TEXT,"
+    "  payload BLOB,"
+    "  reason TEXT NOT NULL);"
+    "CREATE TABLE clock("
+    "  device TEXT PRIMARY KEY,"
+    "  offset_ms INTEGER NOT NULL,"
+    "  updated INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE presence("
+    "  device TEXT PRIMARY KEY,"
+    "  online INTEGER NOT NULL,"
+    "  since INTEGER NOT NULL,"
+    "  notified INTEGER NOT NULL) WITHOUT ROWID;"
+    "PRAGMA user_version = 3;",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store__migrations) / sizeof(store__migrations[0])))
 

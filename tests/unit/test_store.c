@@ -247,16 +247,21 @@ static const store_load_cb rec_cb = {
 };
 
 /* Reopen the database and return what store_load reports (caller frees). */
-static char *reload(fixture *f)
+static char *reload_with(fixture *f, const store_load_cb *cb)
 {
     store *s = open_store(f, STORE_SYNC_NORMAL);
     assert_non_null(s);
     record r = {0};
     rec_printf(&r, "%s", "");
     char err[256];
-    assert_int_equal(store_load(s, &rec_cb, &r, err, sizeof(err)), 0);
+    assert_int_equal(store_load(s, cb, &r, err, sizeof(err)), 0);
     store_close(s);
     return r.text;
+}
+
+static char *reload(fixture *f)
+{
+    return reload_with(f, &rec_cb);
 }
 
 /* Commit everything queued through the store thread, then close. */
@@ -321,7 +326,7 @@ static void open_creates_schema_and_user_version(void **state)
     store *s = open_store(f, STORE_SYNC_NORMAL);
     assert_non_null(s);
     store_close(s);
-    assert_int_equal(user_version(f->path), 2);
+    assert_int_equal(user_version(f->path), 3);
     sqlite3 *db;
     assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     static const char *const tables[] = {"messages",   "retained",      "sessions",
@@ -358,6 +363,66 @@ static void reopen_keeps_data(void **state)
         assert_string_equal(text, "session dev-1 42\n");
         free(text);
     }
+}
+
+static int rec_clock(void *arg, const char *device, int64_t offset_ms, int64_t updated_ms)
+{
+    rec_printf(arg, "clock %s %lld %lld\n", device, (long long)offset_ms, (long long)updated_ms);
+    return rec_result(arg);
+}
+
+static int rec_presence(void *arg, const char *device, bool online, int64_t since_ms,
+                        bool notified)
+{
+    rec_printf(arg, "presence %s %d %lld %d\n", device, online, (long long)since_ms, notified);
+    return rec_result(arg);
+}
+
+static int64_t count_rows(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    int64_t n = -1;
+    if (sqlite3_open(path, &db) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            n = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return n;
+}
+
+/* Telemetry rows, dead letters, clock offsets and presence are written
+ * with bound values; offsets and presence load back, the last write wins. */
+static void telemetry_tables_round_trip(void **state)
+{
+    fixture *f = *state;
+    commits c;
+    store *s = start_store(f, STORE_SYNC_NORMAL, &c);
+    assert_non_null(s);
+    const char *line = "telemetry,company=acme,device=gw-1 temp=21.5 1733300000123";
+    assert_int_equal(store_put_outbox(s, "acme/gw-1", 1733300000200, line, strlen(line)), 0);
+    assert_int_equal(store_put_outbox(s, "acme/gw-1", 1733300000300, line, strlen(line)), 0);
+    const uint8_t bad[] = {'{', 0, 'x'};
+    assert_int_equal(store_put_dead_letter(s, "acme/gw-1", 5, "telemetry/gw-1", bad, 3,
+                                           "not JSON: '; DROP TABLE outbox;--"),
+                     0);
+    assert_int_equal(store_put_clock(s, "acme/gw-1", -300000, 10), 0);
+    assert_int_equal(store_put_clock(s, "acme/gw-1", -299990, 11), 0);
+    assert_int_equal(store_put_presence(s, "globex/gw-9", false, 1234, true), 0);
+    commit_and_close(s, &c);
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM outbox"), 2);
+    assert_int_equal(count_rows(f->path, "SELECT length(payload) FROM dead_letters"), 3);
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM dead_letters WHERE reason = "
+                                         "'not JSON: ''; DROP TABLE outbox;--'"),
+                     1);
+    store_load_cb cb = rec_cb;
+    cb.clock = rec_clock;
+    cb.presence = rec_presence;
+    char *text = reload_with(f, &cb);
+    assert_string_equal(text, "clock acme/gw-1 -299990 11\npresence globex/gw-9 0 1234 1\n");
+    free(text);
 }
 
 static void session_principal_round_trips(void **state)
@@ -406,7 +471,7 @@ static void version_1_database_is_migrated_forward(void **state)
     char *text = reload(f);
     assert_string_equal(text, "session /old 5\n  sub /old a/# q1\n");
     free(text);
-    assert_int_equal(user_version(f->path), 2);
+    assert_int_equal(user_version(f->path), 3);
 }
 
 static void every_write_kind_round_trips_in_load_order(void **state)
@@ -804,7 +869,7 @@ static void corrupted_header_is_moved_aside_and_fresh_database_opens(void **stat
     assert_int_equal(fread(head, 1, sizeof(head), fp), sizeof(head));
     fclose(fp);
     assert_memory_equal(head, garbage, sizeof(head)); /* the old bytes, untouched */
-    assert_int_equal(user_version(f->path), 2);
+    assert_int_equal(user_version(f->path), 3);
     char *text = reload(f);
     assert_string_equal(text, "");
     free(text);
@@ -847,7 +912,7 @@ static void empty_file_is_initialised_as_a_new_database(void **state)
     store *s = open_store(f, STORE_SYNC_NORMAL);
     assert_non_null(s);
     store_close(s);
-    assert_int_equal(user_version(f->path), 2);
+    assert_int_equal(user_version(f->path), 3);
     assert_int_equal(count_corrupt_copies(f, NULL, 0), 0);
 }
 
@@ -973,6 +1038,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(open_creates_schema_and_user_version),
         T(session_principal_round_trips),
+        T(telemetry_tables_round_trip),
         T(version_1_database_is_migrated_forward),
         T(reopen_keeps_data),
         T(every_write_kind_round_trips_in_load_order),
