@@ -15,7 +15,7 @@ CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
             -fno-strict-aliasing -I. -Iprotocol $(SAN)
 LDFLAGS  += $(SAN)
-LIBS     := -lev -lmbedtls -lmbedx509 -lmbedcrypto -lsqlite3 -lpthread -lm
+LIBS     := -lev -lmbedtls -lmbedx509 -lmbedcrypto -lsqlite3 -ljson-c -lcurl -lpthread -lm
 TESTLIBS := -lcmocka
 
 PROTO_SRC  := $(wildcard protocol/*.c)

@@ -3,7 +3,8 @@
 # is missing. Runs apt-get only when something is missing.
 set -e
 PKGS="build-essential pkg-config libev-dev libmbedtls-dev libsqlite3-dev libcmocka-dev
-      mosquitto mosquitto-clients openssl"
+      libjson-c-dev libcurl4-openssl-dev
+      mosquitto mosquitto-clients openssl influxdb influxdb-client"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
