@@ -123,8 +123,8 @@ void access_recheck_all(broker *b)
         return;
     }
     for (size_t i = 0; i < b->sessions.cap; i++)
-        if (b->sessions.slots[i])
-            all[n++] = b->sessions.slots[i];
+        if (b->sessions.slots[i].key)
+            all[n++] = b->sessions.slots[i].value;
     for (size_t i = 0; i < n; i++) {
         session *s = all[i];
         /* A user the new rules move to another company (or drop) must

@@ -26,6 +26,7 @@
 #include "broker/config.h"
 #include "broker/msg.h"
 #include "broker/retain.h"
+#include "broker/strmap.h"
 #include "broker/topictree.h"
 #include "mqtt.h"
 
@@ -210,11 +211,8 @@ typedef struct broker_stats {
     unsigned conns_open;
 } broker_stats;
 
-/* A string -> session map with open addressing. */
-typedef struct session_map {
-    session **slots;
-    size_t cap, count;
-} session_map;
+/* Sessions by key (see struct session). */
+typedef strmap session_map;
 
 struct broker {
     struct ev_loop *loop;
@@ -254,6 +252,10 @@ struct broker {
     struct acl *acl;     /* rules in force; NULL: none (see access.h) */
     bool loading;        /* restoring from the store: do not write back */
     conn *ack_waiters;   /* conns with acknowledgements waiting for a commit */
+
+    strmap devices;              /* device_state by "<company>/<device>" (bridge.c) */
+    struct outbox *outbox;       /* telemetry drain; NULL: no sink */
+    uint64_t tele_points, tele_bad, notifications;
 };
 
 /* server.c */

@@ -53,6 +53,12 @@ void gmq_config_defaults(gmq_config *c)
     c->lockout_threshold = 5;
     c->lockout_time = 4;
     c->lockout_max_time = 3600;
+    c->clock_window = 3600;
+    c->sink_batch_size = 5000;
+    c->sink_batch_delay_ms = 200;
+    c->sink_retry_max = 30;
+    c->offline_notify_after = 3600;
+    c->telemetry_line_unit = 4; /* TELEMETRY_NS */
 }
 
 void gmq_config_free(gmq_config *c)
@@ -75,6 +81,17 @@ void gmq_config_free(gmq_config *c)
     gmq_free(c->password_file);
     gmq_free(c->persistence_file);
     gmq_free(c->acl_file);
+    for (size_t i = 0; i < c->ntelemetry_topics; i++)
+        gmq_free(c->telemetry_topics[i]);
+    gmq_free(c->telemetry_topics);
+    gmq_free(c->telemetry_ts_field);
+    gmq_free(c->sink_kind);
+    gmq_free(c->sink_target);
+    gmq_free(c->sink_db);
+    gmq_free(c->presence_topic);
+    for (size_t i = 0; i < c->ncompany_delays; i++)
+        gmq_free(c->company_delays[i].company);
+    gmq_free(c->company_delays);
     for (size_t i = 0; i < c->nanon_deny; i++)
         gmq_free(c->anon_deny[i]);
     gmq_free(c->anon_deny);
@@ -199,6 +216,59 @@ static int add_company_ca(parser *p, gmq_listener_cfg *l, char **argv, int argc)
     return set_path(p, "company_ca", argv[2], &e->cafile);
 }
 
+/* Set *out to the index of a among names. */
+static int pick(parser *p, const char *key, const char *a, const char *const *names, int n,
+                int *out)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(a, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    return fail(p, "%s: '%s' is not one of the accepted values", key, a);
+}
+
+static int set_sink(parser *p, gmq_config *c, char **argv, int argc)
+{
+    if (c->sink_kind)
+        return fail(p, "sink given twice");
+    if (argc == 4 && strcmp(argv[1], "influxdb") == 0) {
+        if (strncmp(argv[2], "http://", 7) != 0 && strncmp(argv[2], "https://", 8) != 0)
+            return fail(p, "sink influxdb: '%s' is not an http:// or https:// URL", argv[2]);
+        if (!(c->sink_kind = gmq_strdup("influxdb")) || !(c->sink_target = gmq_strdup(argv[2])) ||
+            !(c->sink_db = gmq_strdup(argv[3])))
+            return fail(p, "out of memory");
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "file") == 0) {
+        if (!(c->sink_kind = gmq_strdup("file")))
+            return fail(p, "out of memory");
+        return set_path(p, "sink file", argv[2], &c->sink_target);
+    }
+    return fail(p, "sink: expected 'influxdb URL DATABASE' or 'file PATH'");
+}
+
+static int add_company_delay(parser *p, gmq_config *c, char **argv, int argc)
+{
+    unsigned long long v;
+    if (argc != 3)
+        return fail(p, "company_offline_notify_after: expected COMPANY SECONDS");
+    if (!usable_company(argv[1]))
+        return fail(p, "company_offline_notify_after: '%s' is not a usable company name", argv[1]);
+    if (parse_uint(p, argv[0], argv[2], 0, 365 * 86400, &v))
+        return -1;
+    struct gmq_company_delay *d =
+        gmq_realloc(c->company_delays, (c->ncompany_delays + 1) * sizeof(*d));
+    if (!d)
+        return fail(p, "out of memory");
+    c->company_delays = d;
+    d[c->ncompany_delays].seconds = (double)v;
+    if (!(d[c->ncompany_delays].company = gmq_strdup(argv[1])))
+        return fail(p, "out of memory");
+    c->ncompany_delays++;
+    return 0;
+}
+
 static int directive(parser *p, gmq_config *c, char **argv, int argc)
 {
     const char *k = argv[0];
@@ -207,6 +277,10 @@ static int directive(parser *p, gmq_config *c, char **argv, int argc)
 
     if (strcmp(k, "listener") == 0)
         return add_listener(p, c, argv, argc);
+    if (strcmp(k, "sink") == 0)
+        return set_sink(p, c, argv, argc);
+    if (strcmp(k, "company_offline_notify_after") == 0)
+        return add_company_delay(p, c, argv, argc);
     if (strcmp(k, "company_ca") == 0) {
         if (!l)
             return fail(p, "%s must follow a listener line", k);
@@ -248,6 +322,78 @@ static int directive(parser *p, gmq_config *c, char **argv, int argc)
         return set_path(p, k, a, &c->persistence_file);
     if (strcmp(k, "acl_file") == 0)
         return set_path(p, k, a, &c->acl_file);
+    if (strcmp(k, "telemetry_topic") == 0) {
+        if (!mqtt_topic_filter_valid((const uint8_t *)a, strlen(a)) || a[0] == '$')
+            return fail(p, "telemetry_topic: '%s' is not a usable topic filter", a);
+        char **t = gmq_realloc(c->telemetry_topics, (c->ntelemetry_topics + 1) * sizeof(*t));
+        if (!t)
+            return fail(p, "out of memory");
+        c->telemetry_topics = t;
+        if (!(t[c->ntelemetry_topics] = gmq_strdup(a)))
+            return fail(p, "out of memory");
+        c->ntelemetry_topics++;
+        return 0;
+    }
+    if (strcmp(k, "telemetry_format") == 0) {
+        static const char *const names[] = {"auto", "json", "line"};
+        return pick(p, k, a, names, 3, &c->telemetry_format);
+    }
+    if (strcmp(k, "telemetry_timestamp_unit") == 0) {
+        static const char *const names[] = {"auto", "s", "ms", "us", "ns"};
+        return pick(p, k, a, names, 5, &c->telemetry_json_unit);
+    }
+    if (strcmp(k, "telemetry_line_precision") == 0) {
+        static const char *const names[] = {"auto", "s", "ms", "us", "ns"};
+        if (pick(p, k, a, names, 5, &c->telemetry_line_unit))
+            return -1;
+        if (c->telemetry_line_unit == 0)
+            c->telemetry_line_unit = 4; /* line protocol's own default: ns */
+        return 0;
+    }
+    if (strcmp(k, "telemetry_timestamp_field") == 0) {
+        gmq_free(c->telemetry_ts_field);
+        if (!(c->telemetry_ts_field = gmq_strdup(a)))
+            return fail(p, "out of memory");
+        return 0;
+    }
+    if (strcmp(k, "clock_window") == 0) {
+        if (parse_uint(p, k, a, 60, 30 * 86400, &v))
+            return -1;
+        c->clock_window = (double)v;
+        return 0;
+    }
+    if (strcmp(k, "sink_batch_size") == 0) {
+        if (parse_uint(p, k, a, 1, 1000000, &v))
+            return -1;
+        c->sink_batch_size = (unsigned)v;
+        return 0;
+    }
+    if (strcmp(k, "sink_batch_delay") == 0) {
+        if (parse_uint(p, k, a, 0, 60000, &v))
+            return -1;
+        c->sink_batch_delay_ms = (unsigned)v;
+        return 0;
+    }
+    if (strcmp(k, "sink_retry_max") == 0) {
+        if (parse_uint(p, k, a, 1, 3600, &v))
+            return -1;
+        c->sink_retry_max = (unsigned)v;
+        return 0;
+    }
+    if (strcmp(k, "offline_notify_after") == 0) {
+        if (parse_uint(p, k, a, 0, 365 * 86400, &v))
+            return -1;
+        c->offline_notify_after = (double)v;
+        return 0;
+    }
+    if (strcmp(k, "presence_topic") == 0) {
+        if (!usable_company(a))
+            return fail(p, "presence_topic: '%s' is not usable as one topic level", a);
+        gmq_free(c->presence_topic);
+        if (!(c->presence_topic = gmq_strdup(a)))
+            return fail(p, "out of memory");
+        return 0;
+    }
     if (strcmp(k, "persistence_sync") == 0) {
         if (strcmp(a, "normal") == 0)
             c->persistence_sync_full = false;
@@ -379,6 +525,10 @@ static int check_whole(parser *p, gmq_config *c)
         if (l->require_certificate && !l->cafile && !l->ncompany_cas)
             return fail(p, "listener %u: require_certificate needs cafile or company_ca", l->port);
     }
+    if (c->ntelemetry_topics && !c->persistence_file)
+        return fail(p, "telemetry_topic needs persistence_file: the outbox lives in the database");
+    if (c->sink_kind && !c->ntelemetry_topics)
+        return fail(p, "sink without any telemetry_topic");
     if (c->lockout_time > c->lockout_max_time)
         return fail(p, "lockout_time (%.0f) is longer than lockout_max_time (%.0f)",
                     c->lockout_time, c->lockout_max_time);

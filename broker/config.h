@@ -63,6 +63,29 @@ typedef struct gmq_config {
     double lockout_max_time;          /* cap of a lock, seconds */
     char *persistence_file;           /* NULL: nothing survives a restart */
     char *acl_file;                   /* NULL: no access rules within namespaces */
+
+    /* Telemetry bridge. */
+    char **telemetry_topics;          /* client-relative filters */
+    size_t ntelemetry_topics;
+    int telemetry_format;             /* enum telemetry_format */
+    char *telemetry_ts_field;         /* "ts" */
+    int telemetry_json_unit;          /* enum telemetry_unit */
+    int telemetry_line_unit;          /* enum telemetry_unit */
+    double clock_window;              /* seconds */
+    char *sink_kind;                  /* "influxdb" or "file"; NULL: none */
+    char *sink_target;                /* URL or path */
+    char *sink_db;                    /* InfluxDB database */
+    unsigned sink_batch_size;
+    unsigned sink_batch_delay_ms;
+    unsigned sink_retry_max;          /* seconds */
+    /* Presence. */
+    double offline_notify_after;      /* seconds; 0: off */
+    char *presence_topic;             /* first level of notifications: "presence" */
+    struct gmq_company_delay {
+        char *company;
+        double seconds;
+    } *company_delays;                /* per-company offline_notify_after */
+    size_t ncompany_delays;
     bool persistence_sync_full;       /* fsync every commit (power-loss safe) */
 } gmq_config;
 

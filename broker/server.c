@@ -252,13 +252,14 @@ void broker_free(broker *b)
     ev_prepare_stop(b->loop, &b->prepare);
     /* Remaining persistent sessions. session_destroy edits the map, so
      * detach the slot array first. */
-    session **slots = b->sessions.slots;
+    strmap_slot *slots = b->sessions.slots;
     size_t cap = b->sessions.cap;
     memset(&b->sessions, 0, sizeof(b->sessions));
     for (size_t i = 0; i < cap; i++)
-        if (slots[i]) {
-            slots[i]->c = NULL;
-            session_destroy(slots[i]);
+        if (slots[i].key) {
+            session *s = slots[i].value;
+            s->c = NULL;
+            session_destroy(s);
         }
     gmq_free(slots);
     persist_close(b);

@@ -89,85 +89,27 @@ void session_destroy(session *s)
     gmq_free(s);
 }
 
-/* ---- session map: open addressing, linear probing, backward-shift delete -- */
+/* ---- session map ------------------------------------------------------------ */
 
-static size_t hash_id(const char *id, size_t len)
+session *session_map_get(const session_map *m, const char *key, size_t len)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)id[i]) * 1099511628211ull;
-    return (size_t)(h ^ (h >> 32));
-}
-
-session *session_map_get(const session_map *m, const char *id, size_t len)
-{
-    if (!m->cap)
-        return NULL;
-    for (size_t i = hash_id(id, len) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
-        session *s = m->slots[i];
-        if (!s)
-            return NULL;
-        if (strncmp(s->key, id, len) == 0 && s->key[len] == '\0')
-            return s;
-    }
-}
-
-static void map_insert(session **slots, size_t cap, session *s)
-{
-    size_t i = hash_id(s->key, strlen(s->key)) & (cap - 1);
-    while (slots[i])
-        i = (i + 1) & (cap - 1);
-    slots[i] = s;
+    return strmap_get(m, key, len);
 }
 
 int session_map_put(session_map *m, session *s)
 {
-    if ((m->count + 1) * 4 > m->cap * 3) {
-        size_t ncap = m->cap ? m->cap * 2 : 64;
-        session **slots = gmq_calloc(ncap, sizeof(*slots));
-        if (!slots)
-            return -1;
-        for (size_t i = 0; i < m->cap; i++)
-            if (m->slots[i])
-                map_insert(slots, ncap, m->slots[i]);
-        gmq_free(m->slots);
-        m->slots = slots;
-        m->cap = ncap;
-    }
-    map_insert(m->slots, m->cap, s);
-    m->count++;
-    return 0;
+    return strmap_put(m, s->key, s);
 }
 
 void session_map_del(session_map *m, session *s)
 {
-    if (!m->cap)
-        return;
-    size_t mask = m->cap - 1;
-    size_t i = hash_id(s->key, strlen(s->key)) & mask;
-    while (m->slots[i] && m->slots[i] != s)
-        i = (i + 1) & mask;
-    if (!m->slots[i])
-        return;
-    m->slots[i] = NULL;
-    m->count--;
-    /* Backward shift: move later members of the probe run into the hole
-     * when their home slot is at or before it (cyclically). */
-    for (size_t j = (i + 1) & mask; m->slots[j]; j = (j + 1) & mask) {
-        session *o = m->slots[j];
-        size_t home = hash_id(o->key, strlen(o->key)) & mask;
-        if (((j - home) & mask) >= ((j - i) & mask)) {
-            m->slots[i] = o;
-            m->slots[j] = NULL;
-            i = j;
-        }
-    }
+    if (strmap_get(m, s->key, strlen(s->key)) == s)
+        strmap_del(m, s->key);
 }
 
 void session_map_free(session_map *m)
 {
-    gmq_free(m->slots);
-    memset(m, 0, sizeof(*m));
+    strmap_free(m);
 }
 
 /* ---- subscriptions ----------------------------------------------------- */
