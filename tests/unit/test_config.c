@@ -111,6 +111,55 @@ static void rejects_bad_values(void **state)
     expect_error("listener 1\nlistener 1\n", "already declared at line 1");
 }
 
+static void parses_telemetry_and_presence(void **state)
+{
+    (void)state;
+    gmq_config c;
+    const char *text = "listener 1\npersistence_file /var/lib/gatemq/db\n"
+                       "telemetry_topic telemetry/#\ntelemetry_topic metrics/+/raw\n"
+                       "telemetry_format json\ntelemetry_timestamp_field time\n"
+                       "telemetry_timestamp_unit ms\ntelemetry_line_precision s\n"
+                       "clock_window 600\nsink influxdb http://127.0.0.1:8086 plant\n"
+                       "sink_batch_size 100\nsink_batch_delay 50\nsink_retry_max 10\n"
+                       "offline_notify_after 120\ncompany_offline_notify_after acme 30\n"
+                       "presence_topic status\n";
+    assert_int_equal(gmq_config_parse(text, "t", NULL, &c, err, sizeof(err)), 0);
+    assert_int_equal(c.ntelemetry_topics, 2);
+    assert_string_equal(c.telemetry_topics[1], "metrics/+/raw");
+    assert_int_equal(c.telemetry_format, 1);
+    assert_string_equal(c.telemetry_ts_field, "time");
+    assert_int_equal(c.telemetry_json_unit, 2);
+    assert_int_equal(c.telemetry_line_unit, 1);
+    assert_true(c.clock_window == 600);
+    assert_string_equal(c.sink_kind, "influxdb");
+    assert_string_equal(c.sink_target, "http://127.0.0.1:8086");
+    assert_string_equal(c.sink_db, "plant");
+    assert_int_equal(c.sink_batch_size, 100);
+    assert_int_equal(c.sink_batch_delay_ms, 50);
+    assert_int_equal(c.sink_retry_max, 10);
+    assert_true(c.offline_notify_after == 120);
+    assert_int_equal(c.ncompany_delays, 1);
+    assert_string_equal(c.company_delays[0].company, "acme");
+    assert_true(c.company_delays[0].seconds == 30);
+    assert_string_equal(c.presence_topic, "status");
+    gmq_config_free(&c);
+}
+
+static void rejects_bad_telemetry_settings(void **state)
+{
+    (void)state;
+    expect_error("listener 1\ntelemetry_topic telemetry/#\n", "telemetry_topic needs persistence_file");
+    expect_error("listener 1\npersistence_file x\ntelemetry_topic a/#/b\n", "bad.conf:3: telemetry_topic");
+    expect_error("listener 1\npersistence_file x\ntelemetry_topic $SYS/#\n", "not a usable topic filter");
+    expect_error("listener 1\nsink influxdb ftp://x db\n", "not an http:// or https:// URL");
+    expect_error("listener 1\nsink kafka x\n", "expected 'influxdb URL DATABASE' or 'file PATH'");
+    expect_error("listener 1\nsink file /tmp/x\n", "sink without any telemetry_topic");
+    expect_error("listener 1\ntelemetry_format xml\n", "not one of the accepted values");
+    expect_error("listener 1\ncompany_offline_notify_after a/b 5\n", "not a usable company name");
+    expect_error("listener 1\npresence_topic a/b\n", "not usable as one topic level");
+    expect_error("listener 1\nclock_window 5\n", "out of range");
+}
+
 static void rejects_config_without_listener(void **state)
 {
     (void)state;
@@ -184,6 +233,8 @@ int main(void)
         cmocka_unit_test(rejects_unknown_key_with_file_and_line),
         cmocka_unit_test(rejects_bad_values),
         cmocka_unit_test(rejects_config_without_listener),
+        cmocka_unit_test(parses_telemetry_and_presence),
+        cmocka_unit_test(rejects_bad_telemetry_settings),
         cmocka_unit_test(load_reports_missing_file),
         cmocka_unit_test(load_reads_a_file),
         cmocka_unit_test(embedded_default_is_valid),
