@@ -105,6 +105,12 @@ void connect_accept(conn *c, connect_req *req, int kind)
         connect_refuse(c, MQTT_CONNACK_ID_REJECTED, "client id too long");
         return;
     }
+    /* $-topics are the broker's: no client may put a will there either. */
+    if (req->will && req->will->topic[0] == '$') {
+        connect_req_free(req);
+        connect_refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, "will topic starts with '$'");
+        return;
+    }
     /* The will lives in the client's namespace like everything it sends. */
     if (req->will && plen) {
         gmq_msg *w = req->will;

@@ -5,6 +5,8 @@
 #include "broker/broker.h"
 #include "broker/log.h"
 
+#include <string.h>
+
 typedef struct match_ctx {
     uint64_t gen;
     session *head;
@@ -26,6 +28,41 @@ static void on_match(void *subscriber, uint8_t qos, void *arg)
     }
 }
 
+/* Is m inside the namespace of s, as a topic its client may see?
+ * A company's filter "acme/#" also matches "acme" itself, and "acme/+"
+ * matches "acme/" (an empty level): neither is a topic of the company's
+ * client. And the '$' rule holds inside a namespace as the client sees it:
+ * a client-relative topic starting with '$' is matched only by filters
+ * whose first level is literal [MQTT-4.7.2-1]; *qos is lowered to what
+ * those filters granted. */
+static bool visible_to(const session *s, const gmq_msg *m, uint8_t *qos)
+{
+    size_t p = s->topic_prefix_len;
+    if (!p)
+        return true;
+    if (m->topic_len <= p || memcmp(m->topic, s->key, p) != 0)
+        return false;
+    const char *rel = m->topic + p;
+    if (rel[0] != '$')
+        return true;
+    bool any = false;
+    uint8_t best = 0;
+    for (size_t i = 0; i < s->nsubs; i++) {
+        const char *f = s->subs[i].filter + p;
+        if (f[0] == '+' || f[0] == '#')
+            continue;
+        if (mqtt_topic_match((const uint8_t *)f, strlen(f), (const uint8_t *)rel,
+                             m->topic_len - p)) {
+            any = true;
+            if (s->subs[i].qos > best)
+                best = s->subs[i].qos;
+        }
+    }
+    if (any && best < *qos)
+        *qos = best;
+    return any;
+}
+
 void router_publish(broker *b, gmq_msg *m)
 {
     match_ctx ctx = {.gen = ++b->match_gen, .head = NULL};
@@ -34,9 +71,10 @@ void router_publish(broker *b, gmq_msg *m)
     /* session_deliver never closes connections or ends sessions, so the
      * list stays valid while we walk it. */
     for (session *s = ctx.head; s; s = s->match_next) {
-        if (!access_read(s, m))
+        uint8_t granted = s->match_qos;
+        if (!visible_to(s, m, &granted) || !access_read(s, m))
             continue;
-        uint8_t qos = m->qos < s->match_qos ? m->qos : s->match_qos;
+        uint8_t qos = m->qos < granted ? m->qos : granted;
         /* Forwarded to existing subscribers with RETAIN 0 [MQTT-3.3.1-9]. */
         session_deliver(s, m, qos, false);
     }
@@ -50,9 +88,10 @@ typedef struct retained_ctx {
 static void on_retained(gmq_msg *m, void *arg)
 {
     retained_ctx *ctx = arg;
-    if (!access_read(ctx->s, m))
+    uint8_t granted = ctx->granted;
+    if (!visible_to(ctx->s, m, &granted) || !access_read(ctx->s, m))
         return;
-    uint8_t qos = m->qos < ctx->granted ? m->qos : ctx->granted;
+    uint8_t qos = m->qos < granted ? m->qos : granted;
     /* Sent because of a new subscription: RETAIN 1 [MQTT-3.3.1-8]. */
     session_deliver(ctx->s, m, qos, true);
 }
