@@ -85,8 +85,9 @@ $(B)/tests/test_%: $(B)/tests/unit/test_%.o $(B)/libgatemq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TESTLIBS) $(LIBS)
 
-# Integration tests drive the real binary; they link the codec and the harness.
-$(B)/tests/it_%: $(B)/tests/integration/it_%.o $(IT_LIB_OBJ) $(B)/libproto.a
+# Integration tests drive the real binary; they link the harness and the
+# core library (the codec for raw clients, the sinks for sink tests).
+$(B)/tests/it_%: $(B)/tests/integration/it_%.o $(IT_LIB_OBJ) $(B)/libgatemq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TESTLIBS) $(LIBS)
 

@@ -23,6 +23,7 @@
 #include "broker/broker.h"
 #include "broker/handle.h"
 #include "broker/log.h"
+#include "broker/bridge.h"
 #include "broker/login.h"
 #include "broker/persist.h"
 #include "broker/tls_transport.h"
@@ -155,6 +156,8 @@ void conn_reap(conn *c)
 
     login_cancel(c);
     persist_forget_conn(c);
+    if (c->counted && c->identity)
+        bridge_device_offline(c);
     gmq_free(c->identity);
     session *s = c->s;
     if (s) {

@@ -13,6 +13,7 @@
 #include "broker/handle.h"
 #include "broker/log.h"
 #include "broker/access.h"
+#include "broker/bridge.h"
 #include "broker/login.h"
 #include "broker/persist.h"
 
@@ -186,6 +187,8 @@ void connect_accept(conn *c, connect_req *req, int kind)
              kind == PRINCIPAL_DEVICE ? "device" : kind == PRINCIPAL_USER ? "user " : "anonymous",
              kind == PRINCIPAL_USER ? req->username : "", company ? " of " : "",
              company ? company : "", req->clean, req->keepalive, present);
+    if (kind == PRINCIPAL_DEVICE)
+        bridge_device_online(c);
     connect_req_free(req);
     if (present) {
         access_recheck_session(s); /* rules may have changed while it was away */
@@ -216,6 +219,9 @@ static void route(conn *c, const mqtt_publish *p)
         b->stats.msgs_denied++;
         return;
     }
+    /* Telemetry is routed as usual and also becomes a durable point. */
+    if (s->kind == PRINCIPAL_DEVICE && bridge_is_telemetry(b, topic, p->topic.len))
+        bridge_telemetry(s, topic, p->topic.len, p->payload.ptr, p->payload.len);
     /* The company prefix is the first part of the session key. */
     gmq_msg *m = gmq_msg_new_prefixed(s->key, s->topic_prefix_len, topic, p->topic.len,
                                       p->payload.ptr, p->payload.len, p->qos, p->retain);

@@ -11,6 +11,7 @@
 #include "broker/broker.h"
 #include "broker/config.h"
 #include "broker/log.h"
+#include "broker/bridge.h"
 #include "broker/persist.h"
 #include "broker/version.h"
 
@@ -111,7 +112,10 @@ int main(int argc, char **argv)
         goto out;
     }
     /* Restore retained messages and persistent sessions before accepting. */
-    if (persist_open(b) || broker_listen(b))
+    if (persist_open(b) || bridge_init(b) || persist_start(b))
+        goto out;
+    bridge_start(b);
+    if (broker_listen(b))
         goto out;
     ev_signal sigint, sigterm, sighup;
     ev_signal_init(&sigint, on_stop_signal, SIGINT);

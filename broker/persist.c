@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "broker/alloc.h"
+#include "broker/bridge.h"
 #include "broker/log.h"
 #include "broker/persist.h"
 #include "store/store.h"
@@ -335,6 +336,19 @@ static int load_rx_qos2(void *arg, const char *client_id, uint16_t packet_id)
     return s ? session_rx_qos2_add(s, packet_id) : 0;
 }
 
+static int load_clock(void *arg, const char *device, int64_t offset_ms, int64_t updated_ms)
+{
+    load_ctx *l = arg;
+    return bridge_load_clock(l->b, device, offset_ms, updated_ms);
+}
+
+static int load_presence(void *arg, const char *device, bool online, int64_t since_ms,
+                         bool notified)
+{
+    load_ctx *l = arg;
+    return bridge_load_presence(l->b, device, online, since_ms, notified);
+}
+
 int persist_open(broker *b)
 {
     const gmq_config *cfg = b->cfg;
@@ -355,6 +369,8 @@ int persist_open(broker *b)
         .subscription = load_subscription,
         .delivery = load_delivery,
         .rx_qos2 = load_rx_qos2,
+        .clock = load_clock,
+        .presence = load_presence,
     };
     load_ctx l = {.b = b};
     b->loading = true;
@@ -383,7 +399,12 @@ int persist_open(broker *b)
                "queued or in-flight message(s)%s",
                cfg->persistence_file, l.retained, l.sessions, l.deliveries,
                orphans ? " (unreferenced messages removed)" : "");
-    if (store_start(b->store, b->loop, on_commit, b)) {
+    return 0;
+}
+
+int persist_start(broker *b)
+{
+    if (b->store && store_start(b->store, b->loop, on_commit, b)) {
         LOG_ERROR("persistence: cannot start the store thread");
         return -1;
     }

@@ -45,8 +45,10 @@ void persist_committed(broker *b, uint64_t seq);
 /* Drop c's held acknowledgements (c is being freed). */
 void persist_forget_conn(conn *c);
 
-/* Open the store and restore retained messages and persistent sessions. */
+/* Open the store and restore retained messages, persistent sessions,
+ * clock offsets and presence; then (after bridge_init) start its thread. */
 int persist_open(broker *b);
+int persist_start(broker *b);
 void persist_close(broker *b);
 
 #endif

@@ -14,6 +14,7 @@
 #include "broker/broker.h"
 #include "broker/log.h"
 #include "broker/access.h"
+#include "broker/bridge.h"
 #include "broker/login.h"
 #include "broker/persist.h"
 
@@ -262,7 +263,9 @@ void broker_free(broker *b)
             session_destroy(s);
         }
     gmq_free(slots);
+    bridge_stop_outbox(b);
     persist_close(b);
+    bridge_free(b);
     login_free(b);
     access_free(b);
     for (size_t i = 0; i < b->nlisteners; i++) {

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "broker/bridge.h"
 #include "broker/broker.h"
 #include "broker/log.h"
 #include "broker/version.h"
@@ -46,6 +47,19 @@ void sys_publish(broker *b)
     publish_u64(b, "$SYS/broker/tls/handshakes_failed", st->tls_handshakes_failed);
     publish_u64(b, "$SYS/broker/logins/failed", st->auth_failures);
     publish_u64(b, "$SYS/broker/logins/lockouts", st->lockouts);
+    bridge_stats bs;
+    bridge_get_stats(b, &bs);
+    publish_u64(b, "$SYS/broker/telemetry/points", bs.points);
+    publish_u64(b, "$SYS/broker/telemetry/bad_payloads", bs.bad_payloads);
+    publish_u64(b, "$SYS/broker/presence/notifications", bs.notifications);
+    if (bs.have_sink) {
+        publish_u64(b, "$SYS/broker/telemetry/outbox", bs.outbox_rows);
+        publish_u64(b, "$SYS/broker/telemetry/sink_lag_ms", (unsigned long long)bs.lag_ms);
+        publish_u64(b, "$SYS/broker/telemetry/sent", bs.sent);
+        publish_u64(b, "$SYS/broker/telemetry/dead", bs.dead);
+        publish_u64(b, "$SYS/broker/telemetry/sink_failures", bs.failures);
+        publish_text(b, "$SYS/broker/telemetry/sink", bs.sink_up ? "up" : "down");
+    }
     /* Counted after the updates above, and including itself. */
     static const char count_topic[] = "$SYS/broker/retained messages/count";
     size_t n = retain_count(b->retained);
