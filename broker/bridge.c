@@ -349,11 +349,6 @@ void bridge_start(broker *b)
 
 /* ---- set-up -------------------------------------------------------------------- */
 
-static void wake_outbox(void *arg)
-{
-    outbox_wake(arg);
-}
-
 int bridge_init(broker *b)
 {
     const gmq_config *cfg = b->cfg;
@@ -378,7 +373,7 @@ int bridge_init(broker *b)
         LOG_ERROR("telemetry outbox: %s", err);
         return -1;
     }
-    store_on_outbox_commit(b->store, wake_outbox, b->outbox);
+    store_on_outbox_commit(b->store, outbox_on_commit, b->outbox);
     LOG_NOTICE("telemetry: %zu topic filter(s), sink %s %s", cfg->ntelemetry_topics,
                cfg->sink_kind, cfg->sink_target);
     return 0;

@@ -263,8 +263,9 @@ void broker_free(broker *b)
             session_destroy(s);
         }
     gmq_free(slots);
-    bridge_stop_outbox(b);
+    /* The store's last commits wake the drain: close the store first. */
     persist_close(b);
+    bridge_stop_outbox(b);
     bridge_free(b);
     login_free(b);
     access_free(b);

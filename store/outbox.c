@@ -10,12 +10,15 @@
  *
  * A batch is held as one body (the lines, each ended by '\n', back to back)
  * and an index of rows (id, offset, length), so that any run of rows, a
- * half when bisecting, is a contiguous slice of the body. The rows of a
- * batch are every row whose id lies between its first and last id: the
- * select reads in id order and SQLite gives a new row an id above every
- * row present, so "DELETE ... BETWEEN first AND last" removes exactly them.
- * When the table runs empty SQLite may hand out id 1 again, so a read that
- * finds nothing above the last id handled starts again from 0.
+ * half when bisecting, is a contiguous slice of the body.
+ *
+ * Ids: SQLite gives a new row an id above every row present (no
+ * AUTOINCREMENT), and the drain deletes oldest first, so the rows of a
+ * batch are every row whose id lies between its first and last id, and
+ * "DELETE ... BETWEEN first AND last" removes exactly them. When the table
+ * runs empty, though, ids start again at 1: so each batch is read from the
+ * lowest id present, never from a cursor past the last id sent (a cursor
+ * would leave such a row behind until the next poll, out of order).
  */
 #include "store/outbox.h"
 
@@ -52,7 +55,7 @@ enum outbox__stmt {
 };
 
 static const char *const outbox__sql[OS_COUNT] = {
-    [OS_SELECT] = "SELECT id, received, line FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
+    [OS_SELECT] = "SELECT id, line FROM outbox ORDER BY id LIMIT ?1",
     [OS_DELETE_RANGE] = "DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2",
     [OS_DEAD] = "INSERT INTO dead_letters(at, device, topic, payload, reason) "
                 "SELECT ?1, device, NULL, CAST(line AS BLOB), ?2 FROM outbox WHERE id = ?3",
@@ -96,7 +99,6 @@ struct outbox {
     size_t nrows, rows_cap;
     char *body;
     size_t body_len, body_cap;
-    int64_t cursor;   /* last id handled */
     long backoff_ms;  /* the next back-off */
     int64_t stats_ms; /* when the waiting-rows estimate was refreshed */
     outbox_ratelog sink_log, db_log;
@@ -333,7 +335,7 @@ static bool outbox__reserve(outbox *ob, size_t more_bytes)
     return true;
 }
 
-/* Read the oldest rows above the cursor into the batch, within its bounds.
+/* Read the oldest rows into the batch, within its bounds.
  * Returns the number of rows, or -1 (logged) on a database error or no
  * memory. *full: a bound stopped the batch, so more rows are waiting. */
 static long outbox__read(outbox *ob, bool *full)
@@ -344,11 +346,10 @@ static long outbox__read(outbox *ob, bool *full)
     ob->nrows = 0;
     ob->body_len = 0;
     *full = false;
-    sqlite3_bind_int64(st, 1, ob->cursor);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)ob->o.batch_rows);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)ob->o.batch_rows);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *line = (const char *)sqlite3_column_text(st, 2);
-        size_t len = (size_t)sqlite3_column_bytes(st, 2);
+        const char *line = (const char *)sqlite3_column_text(st, 1);
+        size_t len = (size_t)sqlite3_column_bytes(st, 1);
         if (!line)
             line = "";
         bool add_nl = len == 0 || line[len - 1] != '\n';
@@ -517,10 +518,6 @@ static void *outbox__thread(void *arg)
             break;
         bool full;
         long n = outbox__read(ob, &full);
-        if (n == 0 && ob->cursor > 0) {
-            ob->cursor = 0; /* the table ran empty: ids may start over */
-            n = outbox__read(ob, &full);
-        }
         if (n < 0) {
             if (outbox__backoff(ob))
                 break;
@@ -542,7 +539,6 @@ static void *outbox__thread(void *arg)
         }
         if (outbox__deliver(ob, 0, (size_t)n) == OUTBOX_STOPPED)
             break;
-        ob->cursor = ob->rows[n - 1].id;
         outbox__refresh_stats(ob);
         if (!full && outbox__wait(ob, outbox__mono_ms() + ob->o.poll_ms, true, seen))
             break;
