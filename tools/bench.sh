@@ -7,12 +7,28 @@
 # scenario, so that neither inherits the other's load or the previous run's
 # heap. Scenarios are gatemq-bench option sets; every figure is the median of
 # BENCH_REPS repetitions. Broker CPU time comes from /proc/PID/stat (utime +
-# stime) around the run, divided by the deliveries received; memory per
-# connection from the VmRSS delta of BENCH_IDLE idle connections.
+# stime) around the run, divided by the deliveries received (publishes
+# acknowledged, handshakes completed); memory per connection from the VmRSS
+# delta of BENCH_IDLE idle connections.
+#
+# Scenario groups (BENCH_GROUPS, all by default):
+#   plain     plain TCP throughput, latency, idle connections
+#   tls       TLS 1.2: one-to-one QoS 0, full and resumed handshakes, idle
+#             TLS connections (a CA and server certificate from gatemq-cert)
+#   durable   QoS 1 retained publishes acknowledged per second, in memory and
+#             persisted (gatemq persistence_sync normal and full; Mosquitto
+#             persistence with a snapshot after every change)
+#   startup   time from process start to the first SUBACK with
+#             BENCH_RETAINED retained messages in the persistence file
+#   acl       one-to-one QoS 0 and 1 of password users, without and with an
+#             ACL file of 10,000 rules (1000 companies x 10)
 #
 # Environment: BENCH_REPS (3), BENCH_SECONDS (3: publishing time of each
 # throughput run), BENCH_IDLE (10000), BENCH_FANOUT (100), BENCH_ONLY
-# ("mosquitto" or "gatemq" to run one broker).
+# ("mosquitto" or "gatemq" to run one broker), BENCH_GROUPS (see above),
+# BENCH_TLS_IDLE (2000), BENCH_HANDSHAKES (500 full; resumed: 20 times as
+# many), BENCH_RETAINED (200000), BENCH_RETAIN_TOPICS (1000: topics the
+# durable publisher cycles over).
 set -u
 
 BUILD=${1:-build}
@@ -24,12 +40,27 @@ IDLE=${BENCH_IDLE:-10000}
 FANOUT=${BENCH_FANOUT:-100}
 SECS=${BENCH_SECONDS:-3}
 ONLY=${BENCH_ONLY:-}
+BGROUPS=${BENCH_GROUPS:-plain tls durable startup acl}
+TLS_IDLE=${BENCH_TLS_IDLE:-2000}
+HANDSHAKES=${BENCH_HANDSHAKES:-500}
+RETAINED=${BENCH_RETAINED:-200000}
+RETAIN_TOPICS=${BENCH_RETAIN_TOPICS:-1000}
+PASSWD_TOOL=$BUILD/gatemq-passwd
+CERT_TOOL=$(dirname "$0")/gatemq-cert
 RUN_TIMEOUT=180
+STOP_WAIT=50 # tenths of a second a broker gets to exit after SIGTERM
 HZ=$(getconf CLK_TCK)
 
 die() { echo "bench: $*" >&2; exit 1; }
 [ -x "$BENCH" ] || die "$BENCH is missing (make B=$BUILD $BENCH)"
 [ -x "$MOSQUITTO" ] || die "$MOSQUITTO is missing (apt-get install mosquitto)"
+in_groups() { case " $BGROUPS " in *" $1 "*) return 0 ;; esac; return 1; }
+for g in $BGROUPS; do
+    case $g in plain | tls | durable | startup | acl) ;; *) die "unknown group '$g' in BENCH_GROUPS" ;; esac
+done
+if in_groups acl; then
+    [ -x "$PASSWD_TOOL" ] || die "$PASSWD_TOOL is missing (make B=$BUILD $PASSWD_TOOL), or leave acl out of BENCH_GROUPS"
+fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gatemq-bench.XXXXXX") || die "mktemp failed"
 BROKER_PID=""
@@ -49,24 +80,169 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -gt $((IDLE + 100)) ] ||
     die "open file limit $(ulimit -n) is too low for $IDLE idle connections (BENCH_IDLE)"
 
-# name|metric|gatemq-bench options. "lat" rows report latency percentiles of
-# a paced run, "idle" the memory per connection, the others deliveries/s.
+# name|metric|variant|gatemq-bench options. "lat" rows report latency
+# percentiles of a paced run, "idle" the memory per connection, "rate"
+# deliveries/s, "pub" acknowledged publishes/s, "hs" handshakes/s, "startup"
+# the time to the first SUBACK. The variant selects the broker
+# configuration (write_config) and the group the scenario belongs to.
 # Throughput runs publish for a fixed time rather than a fixed count: the
 # brokers differ by an order of magnitude, and a count sized for the slower
 # one gives the faster one a run too short for CPU-tick accounting. The
 # generator's default bound on outstanding deliveries keeps closed-loop QoS 0
 # from overflowing max_queued_messages.
-SCENARIOS="one-to-one QoS 0|rate|-q 0 -P 1 -S 1 -d $SECS
-one-to-one QoS 1|rate|-q 1 -P 1 -S 1 -d $SECS
-one-to-one QoS 2|rate|-q 2 -P 1 -S 1 -d $SECS
-fan-in 100-to-1 QoS 0|rate|-q 0 -P 100 -S 1 -d $SECS
-fan-out 1-to-$FANOUT QoS 0|rate|-q 0 -P 1 -S $FANOUT -d $SECS
-latency 1-to-1 QoS 1 @ 5000 msg/s|lat|-q 1 -P 1 -S 1 -r 5000 -d 5
-idle connections ($IDLE)|idle|--idle $IDLE"
+PKI=$TMP/pki
+DB=$TMP/db
+TLS="--tls --cafile $PKI/ca.crt --servername localhost"
+USER_OPTS="-u bench --password bench-password -t bench/acl"
+ALL_SCENARIOS="one-to-one QoS 0|rate|plain|-q 0 -P 1 -S 1 -d $SECS
+one-to-one QoS 1|rate|plain|-q 1 -P 1 -S 1 -d $SECS
+one-to-one QoS 2|rate|plain|-q 2 -P 1 -S 1 -d $SECS
+fan-in 100-to-1 QoS 0|rate|plain|-q 0 -P 100 -S 1 -d $SECS
+fan-out 1-to-$FANOUT QoS 0|rate|plain|-q 0 -P 1 -S $FANOUT -d $SECS
+latency 1-to-1 QoS 1 @ 5000 msg/s|lat|plain|-q 1 -P 1 -S 1 -r 5000 -d 5
+idle connections ($IDLE)|idle|plain|--idle $IDLE
+TLS one-to-one QoS 0|rate|tls|-q 0 -P 1 -S 1 -d $SECS $TLS
+TLS full handshake+CONNECT|hs|tls|--handshakes $HANDSHAKES -c 16 $TLS
+TLS resumed handshake+CONNECT|hs|tls|--handshakes $((HANDSHAKES * 20)) -c 16 --resume $TLS
+idle TLS connections ($TLS_IDLE)|idle|tls|--idle $TLS_IDLE --resume $TLS
+retained QoS 1, in memory|pub|plain|-q 1 -P 1 -S 0 --retain --topics $RETAIN_TOPICS -d $SECS
+retained QoS 1, durable (normal)|pub|durable-normal|-q 1 -P 1 -S 0 --retain --topics $RETAIN_TOPICS -d $SECS
+retained QoS 1, durable (full)|pub|durable-full|-q 1 -P 1 -S 0 --retain --topics $RETAIN_TOPICS -d $SECS
+start with $RETAINED retained|startup|startup|--startup 120
+users, no ACL, QoS 0|rate|users|-q 0 -P 1 -S 1 -d $SECS $USER_OPTS
+users, 10k-rule ACL, QoS 0|rate|acl|-q 0 -P 1 -S 1 -d $SECS $USER_OPTS
+users, no ACL, QoS 1|rate|users|-q 1 -P 1 -S 1 -d $SECS $USER_OPTS
+users, 10k-rule ACL, QoS 1|rate|acl|-q 1 -P 1 -S 1 -d $SECS $USER_OPTS"
+
+group_of() { # variant
+    case $1 in
+    durable-*) echo durable ;;
+    users | acl) echo acl ;;
+    *) echo "$1" ;;
+    esac
+}
+
+# The scenarios of the groups asked for, in order.
+SCENARIOS=$(echo "$ALL_SCENARIOS" | while IFS='|' read -r name metric variant opts; do
+    in_groups "$(group_of "$variant")" && echo "$name|$metric|$variant|$opts"
+done)
+[ -n "$SCENARIOS" ] || die "BENCH_GROUPS '$BGROUPS' selects no scenario"
+
+# ---- material: certificates, users, ACL files -----------------------------
+
+# One CA and a server certificate for localhost (EC P-256, gatemq-cert's
+# default), used by both brokers. Mosquitto reads its key after it dropped
+# root for the mosquitto user, hence the readable copies.
+make_pki() {
+    sh "$CERT_TOOL" ca "$PKI/ca" >/dev/null &&
+        sh "$CERT_TOOL" server "$PKI/ca" localhost --ip 127.0.0.1 >/dev/null || return 1
+    cp "$PKI/ca/ca.crt" "$PKI/ca/server.crt" "$PKI/ca/server.key" "$PKI/"
+    chmod 0644 "$PKI/server.key"
+}
+
+# Password user "bench" (both brokers read the $7$ format) and, for the ACL
+# runs, 10,000 rules in 1000 companies: every company's devices get ten rules,
+# and user bench, in the last company, has ten rules of which the tenth
+# allows its topics: each check scans the user's section to its end. The
+# Mosquitto file has the same shape: 1000 users of ten rules, then bench.
+make_acl() {
+    "$PASSWD_TOOL" -c -b "$TMP/passwd" bench bench-password >/dev/null || return 1
+    awk 'BEGIN {
+        for (c = 0; c < 1000; c++) {
+            printf "company c%04d\n  devices\n", c
+            printf "    read   config/%%d/#\n    read   firmware/%%d/#\n"
+            printf "    write  telemetry/%%d/#\n    write  status/%%d\n"
+            printf "    read   config/line-%d/#\n    deny   write telemetry/%%d/locked/#\n", c
+            printf "    read   broadcast/c%04d/#\n    read   time/#\n", c
+            printf "    write  events/%%d/#\n    readwrite shared/c%04d/%%d/#\n", c
+            if (c == 999) {
+                printf "  user bench\n"
+                for (r = 0; r < 9; r++)
+                    printf "    readwrite bench/other-%d/#\n", r
+                printf "    readwrite bench/#\n"
+            }
+        }
+    }' >"$TMP/gatemq.acl"
+    awk 'BEGIN {
+        for (c = 0; c < 1000; c++) {
+            printf "user dev-c%04d\n", c
+            printf "topic read config/dev-c%04d/#\ntopic read firmware/dev-c%04d/#\n", c, c
+            printf "topic write telemetry/dev-c%04d/#\ntopic write status/dev-c%04d\n", c, c
+            printf "topic read config/line-%d/#\ntopic deny telemetry/dev-c%04d/locked/#\n", c, c
+            printf "topic read broadcast/c%04d/#\ntopic read time/#\n", c
+            printf "topic write events/dev-c%04d/#\ntopic readwrite shared/c%04d/#\n\n", c, c
+        }
+        printf "user bench\n"
+        for (r = 0; r < 9; r++)
+            printf "topic readwrite bench/other-%d/#\n", r
+        printf "topic readwrite bench/#\n"
+    }' >"$TMP/mosquitto.acl"
+}
 
 # ---- brokers ---------------------------------------------------------------
 
-write_config() { # broker port file
+write_config() { # broker port file variant
+    write_base_config "$@"
+    case $1/$4 in
+    mosquitto/plain) ;;
+    mosquitto/*)
+        # Running as root, Mosquitto would switch to the mosquitto user, which
+        # can read neither this script's temporary directory nor its files.
+        [ "$(id -u)" = 0 ] && echo "user root" >>"$3"
+        ;;
+    esac
+    case $1/$4 in
+    mosquitto/tls)
+        # Listener options: they belong to the listener line written first.
+        cat >>"$3" <<EOF
+certfile $PKI/server.crt
+keyfile $PKI/server.key
+tls_version tlsv1.2
+require_certificate false
+EOF
+        ;;
+    gatemq/tls)
+        cat >>"$3" <<EOF
+certfile $PKI/server.crt
+keyfile $PKI/server.key
+EOF
+        ;;
+    mosquitto/durable-*)
+        # As durable as Mosquitto gets: a snapshot of the whole database
+        # after every change (checked once per pass of its event loop).
+        cat >>"$3" <<EOF
+persistence true
+persistence_location $DB/
+persistence_file mosquitto.db
+autosave_interval 1
+autosave_on_changes true
+EOF
+        ;;
+    gatemq/durable-*)
+        cat >>"$3" <<EOF
+persistence_file $DB/gatemq.db
+persistence_sync ${4#durable-}
+EOF
+        ;;
+    mosquitto/startup)
+        # Default autosave (every 30 min); the database is saved at exit.
+        cat >>"$3" <<EOF
+persistence true
+persistence_location $DB/
+persistence_file mosquitto-startup.db
+EOF
+        ;;
+    gatemq/startup)
+        echo "persistence_file $DB/gatemq-startup.db" >>"$3"
+        ;;
+    */users | */acl)
+        echo "password_file $TMP/passwd" >>"$3"
+        [ "$4" = acl ] && echo "acl_file $TMP/$1.acl" >>"$3"
+        ;;
+    esac
+}
+
+write_base_config() { # broker port file variant
     case $1 in
     mosquitto)
         # TCP_NODELAY: without it Nagle's algorithm and the subscriber's
@@ -77,13 +253,13 @@ listener $2 127.0.0.1
 allow_anonymous true
 max_queued_messages 1000000
 max_inflight_messages 0
-persistence false
 set_tcp_nodelay true
 log_dest stderr
 log_type error
 log_type warning
 connection_messages false
 EOF
+        case $4 in durable-* | startup) ;; *) echo "persistence false" >>"$3" ;; esac
         ;;
     gatemq)
         cat >"$3" <<EOF
@@ -98,20 +274,31 @@ EOF
     esac
 }
 
-# Start a broker on a free port; sets BROKER_PID and PORT. Returns non-zero
-# (and prints the broker's log) if it does not accept an MQTT session in 5 s.
-start_broker() { # broker
+# Options of a client of a broker in this variant: TLS or not.
+client_opts() { # variant
+    case $1 in tls) echo "$TLS" ;; *) echo "" ;; esac
+}
+
+# Start a broker on a free port, without waiting; sets BROKER_PID and PORT.
+launch_broker() { # broker variant
     PORT=$("$BENCH" --free-port) || return 1
-    write_config "$1" "$PORT" "$TMP/$1.conf"
+    write_config "$1" "$PORT" "$TMP/$1.conf" "$2"
     case $1 in
     mosquitto) "$MOSQUITTO" -c "$TMP/$1.conf" >"$TMP/$1.log" 2>&1 & ;;
     gatemq) "$GATEMQ" -c "$TMP/$1.conf" >"$TMP/$1.log" 2>&1 & ;;
     esac
     BROKER_PID=$!
+}
+
+# Start a broker on a free port; sets BROKER_PID and PORT. Returns non-zero
+# (and prints the broker's log) if it does not accept an MQTT session in 5 s.
+start_broker() { # broker variant
+    launch_broker "$1" "$2" || return 1
     i=0
     while [ $i -lt 50 ]; do
         kill -0 "$BROKER_PID" 2>/dev/null || break
-        "$BENCH" -p "$PORT" --idle 1 -d 0 </dev/null >/dev/null 2>&1 && return 0
+        # shellcheck disable=SC2046
+        "$BENCH" -p "$PORT" --idle 1 -d 0 $(client_opts "$2") </dev/null >/dev/null 2>&1 && return 0
         sleep 0.1
         i=$((i + 1))
     done
@@ -127,12 +314,12 @@ stop_broker() {
     [ -n "$BROKER_PID" ] || return 0
     kill "$BROKER_PID" 2>/dev/null
     i=0
-    while kill -0 "$BROKER_PID" 2>/dev/null && [ $i -lt 50 ]; do
+    while kill -0 "$BROKER_PID" 2>/dev/null && [ $i -lt "$STOP_WAIT" ]; do
         sleep 0.1
         i=$((i + 1))
     done
     if kill -0 "$BROKER_PID" 2>/dev/null; then
-        echo "bench: broker $BROKER_PID ignored SIGTERM for 5 s; killing it" >&2
+        echo "bench: broker $BROKER_PID ignored SIGTERM for $((STOP_WAIT / 10)) s; killing it" >&2
         kill -9 "$BROKER_PID" 2>/dev/null
     fi
     wait "$BROKER_PID" 2>/dev/null
@@ -153,11 +340,42 @@ field() { # key, from a SUMMARY line on stdin
 
 # ---- one repetition --------------------------------------------------------
 
+# Fill the startup variant's database with RETAINED retained messages, through
+# the broker: one QoS 1 publisher, 1000 in flight, one topic per message. A
+# PUBACK from gatemq means committed; Mosquitto writes its snapshot at exit.
+# The populated database serves every repetition of this broker.
+populate() { # broker
+    [ -f "$TMP/populated.$1" ] && return 0
+    start_broker "$1" startup || return 1
+    t0=$(date +%s.%N)
+    timeout 600 "$BENCH" -p "$PORT" -q 1 -P 1 -S 0 --retain --topics "$RETAINED" -n "$RETAINED" \
+        -w 1000 -t retained </dev/null >"$TMP/populate.out" 2>&1
+    rc=$?
+    STOP_WAIT=1200 stop_broker
+    t1=$(date +%s.%N)
+    if [ $rc -ne 0 ]; then
+        echo "bench: $1: populating $RETAINED retained messages failed:" >&2
+        sed 's/^/    /' "$TMP/populate.out" >&2
+        return 1
+    fi
+    echo "$1: $RETAINED retained messages stored through the broker in $(awk -v a="$t0" -v b="$t1" \
+        'BEGIN { printf "%.1f", b - a }') s (publish, then stop), database $(du -sk "$DB" | cut -f1) KiB" \
+        >>"$TMP/notes"
+    touch "$TMP/populated.$1"
+}
+
 # Append one line to $TMP/res.<broker>.<scenario>: "OK value [value...] cpu"
 # or the failure word. A run that lost messages is never turned into a rate.
-run_one() { # broker scenario-index metric options
+run_one() { # broker scenario-index metric variant options
     out=$TMP/res.$1.$2
-    if ! start_broker "$1"; then
+    case $4 in
+    durable-*) rm -f "$DB"/gatemq.db* "$DB"/mosquitto.db* ;; # every repetition starts empty
+    esac
+    if [ "$3" = startup ]; then
+        run_startup "$@"
+        return $?
+    fi
+    if ! start_broker "$1" "$4"; then
         echo "UNAVAILABLE" >>"$out"
         return 1
     fi
@@ -165,12 +383,13 @@ run_one() { # broker scenario-index metric options
     idle)
         # Warm the broker with one session first, so the delta counts
         # connections rather than first-use allocations.
-        "$BENCH" -p "$PORT" --idle 1 -d 0 </dev/null >/dev/null 2>&1
+        # shellcheck disable=SC2046
+        "$BENCH" -p "$PORT" --idle 1 -d 0 $(client_opts "$4") </dev/null >/dev/null 2>&1
         base=$(rss_kb)
         rm -f "$TMP/hold"
         mkfifo "$TMP/hold"
         # shellcheck disable=SC2086
-        timeout $RUN_TIMEOUT "$BENCH" -p "$PORT" $4 <"$TMP/hold" >"$TMP/run.out" 2>&1 &
+        timeout $RUN_TIMEOUT "$BENCH" -p "$PORT" $5 <"$TMP/hold" >"$TMP/run.out" 2>&1 &
         gen=$!
         exec 3>"$TMP/hold"
         i=0
@@ -188,7 +407,7 @@ run_one() { # broker scenario-index metric options
         wait $gen
         rc=$?
         if [ $rc -eq 0 ] && [ -n "$peak" ]; then
-            conns=${4#--idle }
+            conns=$(echo "$5" | sed -n 's/.*--idle \([0-9]*\).*/\1/p')
             echo "OK $(((peak - base) * 1024 / conns)) -" >>"$out"
         else
             echo "FAIL" >>"$out"
@@ -198,11 +417,15 @@ run_one() { # broker scenario-index metric options
     *)
         t0=$(cpu_ticks)
         # shellcheck disable=SC2086
-        timeout $RUN_TIMEOUT "$BENCH" -p "$PORT" $4 </dev/null >"$TMP/run.out" 2>&1
+        timeout $RUN_TIMEOUT "$BENCH" -p "$PORT" $5 </dev/null >"$TMP/run.out" 2>&1
         rc=$?
         t1=$(cpu_ticks 2>/dev/null)
         result=$(field result <"$TMP/run.out")
-        recv=$(field received <"$TMP/run.out")
+        case $3 in
+        pub) recv=$(field published <"$TMP/run.out") ;;
+        hs) recv=$(field 'done' <"$TMP/run.out") ;;
+        *) recv=$(field received <"$TMP/run.out") ;;
+        esac
         if [ -z "$t1" ]; then # the broker died: whatever the generator saw is void
             echo "bench: $1 exited during the run; its log:" >>"$TMP/run.out"
             tail -n 20 "$TMP/$1.log" >>"$TMP/run.out"
@@ -211,11 +434,12 @@ run_one() { # broker scenario-index metric options
         if [ $rc -eq 0 ] && [ "$result" = OK ] && [ "${recv:-0}" -gt 0 ]; then
             cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$recv" \
                 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
-            if [ "$3" = lat ]; then
-                echo "OK $(field p50_us <"$TMP/run.out") $(field p99_us <"$TMP/run.out") $(field p999_us <"$TMP/run.out") $cpu" >>"$out"
-            else
-                echo "OK $(field deliv_rate <"$TMP/run.out") $cpu $(field gen_busy <"$TMP/run.out")" >>"$out"
-            fi
+            case $3 in
+            lat) echo "OK $(field p50_us <"$TMP/run.out") $(field p99_us <"$TMP/run.out") $(field p999_us <"$TMP/run.out") $cpu" >>"$out" ;;
+            pub) echo "OK $(field pub_rate <"$TMP/run.out") $cpu $(field gen_busy <"$TMP/run.out")" >>"$out" ;;
+            hs) echo "OK $(field rate <"$TMP/run.out") $cpu $(field gen_busy <"$TMP/run.out") $(field resumed <"$TMP/run.out") $recv" >>"$out" ;;
+            *) echo "OK $(field deliv_rate <"$TMP/run.out") $cpu $(field gen_busy <"$TMP/run.out")" >>"$out" ;;
+            esac
         else
             case $result in
             LOST | DUPLICATES | UNACKED) echo "$result" >>"$out" ;;
@@ -227,6 +451,38 @@ run_one() { # broker scenario-index metric options
         ;;
     esac
     stop_broker
+    return 0
+}
+
+# Time from the broker's process start to its first TCP accept, CONNACK and
+# SUBACK, with the populated database; then ask $SYS how many retained
+# messages it holds, which must be at least RETAINED. The probe starts right
+# after the broker (a fork and exec later) and retries every 2 ms.
+run_startup() { # broker scenario-index metric variant options
+    out=$TMP/res.$1.$2
+    if ! populate "$1"; then
+        echo "FAIL" >>"$out"
+        return 0
+    fi
+    sync # the page cache stays warm: this measures loading, not the disk
+    launch_broker "$1" "$4" || { echo "UNAVAILABLE" >>"$out"; return 1; }
+    # shellcheck disable=SC2086
+    "$BENCH" -p "$PORT" $5 </dev/null >"$TMP/run.out" 2>&1
+    rc=$?
+    count=""
+    if [ $rc -eq 0 ]; then
+        # shellcheck disable=SC2016 # $SYS is a topic, not a variable
+        count=$(timeout 20 mosquitto_sub -p "$PORT" -C 1 -W 15 -t '$SYS/broker/retained messages/count' 2>/dev/null)
+    fi
+    STOP_WAIT=1200 stop_broker
+    if [ $rc -eq 0 ] && [ "${count:-0}" -ge "$RETAINED" ] 2>/dev/null; then
+        echo "OK $(field suback_s <"$TMP/run.out") - $(field listen_s <"$TMP/run.out") $count" >>"$out"
+    else
+        echo "FAIL" >>"$out"
+        echo "bench: $1: start with $RETAINED retained failed (retained count '${count}'):" >&2
+        sed 's/^/    /' "$TMP/run.out" >&2
+        tail -n 5 "$TMP/$1.log" | sed 's/^/    /' >&2
+    fi
     return 0
 }
 
@@ -277,10 +533,21 @@ if echo "$BROKERS" | grep -q gatemq && [ ! -x "$GATEMQ" ]; then
     echo "bench: $GATEMQ is missing; gatemq's figures are marked unavailable" >&2
     gatemq_ok=0
 fi
+mkdir -p "$PKI" "$DB"
+if in_groups tls; then
+    make_pki || die "cannot make the test certificates with $CERT_TOOL"
+fi
+if in_groups acl; then
+    make_acl || die "cannot write the password and ACL files"
+fi
+if in_groups startup; then
+    command -v mosquitto_sub >/dev/null || die "mosquitto_sub is missing (apt-get install mosquitto-clients), or leave startup out of BENCH_GROUPS"
+fi
 
 echo "gatemq benchmark: $REPS repetition(s) per figure, median shown"
 echo "  host:      $(nproc) CPU(s), $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1), Linux $(uname -r)"
 echo "  mosquitto: $("$MOSQUITTO" -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -n 1)"
+echo "  groups:    $BGROUPS"
 echo
 
 start=$(date +%s)
@@ -288,7 +555,7 @@ for broker in $BROKERS; do
     idx=0
     # fd 4, not a pipe: a pipeline would run the loop in a subshell, out of
     # reach of the EXIT trap that stops a broker left running.
-    while IFS='|' read -r name metric opts <&4; do
+    while IFS='|' read -r name metric variant opts <&4; do
         idx=$((idx + 1))
         if [ "$broker" = gatemq ] && [ $gatemq_ok = 0 ]; then
             echo "UNAVAILABLE" >"$TMP/res.$broker.$idx"
@@ -297,7 +564,7 @@ for broker in $BROKERS; do
         printf "  %-9s %-34s" "$broker" "$name" >&2
         rep=0
         while [ $rep -lt "$REPS" ]; do
-            if ! run_one "$broker" $idx "$metric" "$opts"; then
+            if ! run_one "$broker" $idx "$metric" "$variant" "$opts"; then
                 # A broker that will not start is reported once, not per run.
                 [ "$broker" = gatemq ] && gatemq_ok=0
                 break
@@ -315,15 +582,20 @@ echo
 
 printf "%-34s %-14s %12s %12s %7s %9s %9s\n" scenario metric mosquitto gatemq ratio \
     "mosq-cpu" "gmq-cpu"
-printf "%-34s %-14s %12s %12s %7s %9s %9s\n" "" "" "" "" "g/m" "us/msg" "us/msg"
+printf "%-34s %-14s %12s %12s %7s %9s %9s\n" "" "" "" "" "g/m" "us/op" "us/op"
 idx=0
-while IFS='|' read -r name metric opts <&4; do
+while IFS='|' read -r name metric variant opts <&4; do
     idx=$((idx + 1))
     m=$TMP/res.mosquitto.$idx
     g=$TMP/res.gatemq.$idx
     case $metric in
-    rate)
-        row "$name" "deliveries/s" "$(cell "$m" 2)" "$(cell "$g" 2)" "$(cell "$m" 3)" "$(cell "$g" 3)"
+    rate | pub | hs)
+        case $metric in
+        rate) unit=deliveries/s ;;
+        pub) unit="acked msg/s" ;;
+        hs) unit=handshakes/s ;;
+        esac
+        row "$name" "$unit" "$(cell "$m" 2)" "$(cell "$g" 2)" "$(cell "$m" 3)" "$(cell "$g" 3)"
         for br in mosquitto gatemq; do
             busy=$(cell "$TMP/res.$br.$idx" 4)
             case $busy in
@@ -331,7 +603,21 @@ while IFS='|' read -r name metric opts <&4; do
             *) awk -v b="$busy" 'BEGIN { exit !(b > 0.9) }' &&
                 echo "$br: $name: generator at $busy of a core; the broker may be faster" >>"$TMP/notes" ;;
             esac
+            if [ "$metric" = hs ] && echo "$opts" | grep -q -- --resume; then
+                resumed=$(cell "$TMP/res.$br.$idx" 5)
+                done_=$(cell "$TMP/res.$br.$idx" 6)
+                [ "$resumed" = "$done_" ] ||
+                    echo "$br: $name: only $resumed of $done_ handshakes were resumed" >>"$TMP/notes"
+            fi
         done
+        case $variant in
+        users) eval "base_m_${name##* }=\$(cell \"\$m\" 2) base_g_${name##* }=\$(cell \"\$g\" 2)" ;;
+        acl)
+            bm="" bg=""
+            eval "bm=\${base_m_${name##* }:-} bg=\${base_g_${name##* }:-}"
+            echo "ACL cost, QoS ${name##* }: with / without the 10k-rule ACL: mosquitto $(ratio "$(cell "$m" 2)" "$bm"), gatemq $(ratio "$(cell "$g" 2)" "$bg")" >>"$TMP/aclnotes"
+            ;;
+        esac
         ;;
     lat)
         row "$name" "p50 us" "$(cell "$m" 2)" "$(cell "$g" 2)" "$(cell "$m" 5)" "$(cell "$g" 5)"
@@ -339,11 +625,18 @@ while IFS='|' read -r name metric opts <&4; do
         row "" "p99.9 us" "$(cell "$m" 4)" "$(cell "$g" 4)" "" ""
         ;;
     idle) row "$name" "bytes/conn" "$(cell "$m" 2)" "$(cell "$g" 2)" "" "" ;;
+    startup)
+        row "$name" "s to SUBACK" "$(cell "$m" 2)" "$(cell "$g" 2)" "" ""
+        row "" "s to accept" "$(cell "$m" 4)" "$(cell "$g" 4)" "" ""
+        row "" "retained count" "$(cell "$m" 5)" "$(cell "$g" 5)" "" ""
+        ;;
     esac
 done 4<<EOF
 $SCENARIOS
 EOF
 echo
+[ -f "$TMP/aclnotes" ] && cat "$TMP/aclnotes"
 [ -f "$TMP/notes" ] && cat "$TMP/notes"
-echo "ratio g/m: gatemq / mosquitto; above 1 is better for deliveries/s, below 1 for"
-echo "latency, bytes/conn and CPU. CPU us/msg: broker utime+stime per delivery."
+echo "ratio g/m: gatemq / mosquitto; above 1 is better for deliveries/s, msg/s and"
+echo "handshakes/s, below 1 for latency, bytes/conn, seconds and CPU. CPU us/op: broker"
+echo "utime+stime per delivery (per acknowledged publish, per handshake)."

@@ -18,6 +18,13 @@
  * progressed for -T seconds. Missing deliveries are reported as LOST and make
  * the exit status 1: a rate is never printed as if the run were fine.
  *
+ * With --tls every connection speaks TLS 1.2 (mbedtls, non-blocking, over the
+ * same loop). --handshakes N opens and closes N TLS connections, C at a time,
+ * each through TLS handshake, CONNECT and CONNACK (or the handshake alone with
+ * --handshake-only); --resume makes them reuse the session ticket of one
+ * untimed full handshake. --startup waits for a starting broker and reports
+ * when it first accepted a TCP connection, a CONNECT and a SUBSCRIBE.
+ *
  * Exit status: 0 success, 1 lost messages or a run-time failure (connection
  * refused, closed by the broker, protocol error), 2 bad usage.
  */
@@ -30,6 +37,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -43,6 +51,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+
 #include "mqtt.h"
 
 #define BENCH_MAGIC 0x42514d47u /* "GMQB" little-endian: marks our payloads */
@@ -54,8 +70,8 @@
 #define PACE_MIN_NS 50000       /* paced runs wake at most every 50 us */
 #define HOUSEKEEPING_INTERVAL 0.1
 
-enum role { ROLE_PUB, ROLE_SUB, ROLE_IDLE };
-enum conn_state { ST_NEW, ST_CONNECTING, ST_CONNACK, ST_SUBACK, ST_READY };
+enum role { ROLE_PUB, ROLE_SUB, ROLE_IDLE, ROLE_HS };
+enum conn_state { ST_NEW, ST_CONNECTING, ST_TLS, ST_CONNACK, ST_SUBACK, ST_READY };
 enum phase { PH_SETUP, PH_RUN, PH_DRAIN, PH_HOLD, PH_DONE };
 
 /* A byte buffer: live data is p[off, len). */
@@ -83,6 +99,12 @@ typedef struct conn {
     size_t topic_len;
     /* subscriber: next expected sequence number per publisher */
     uint32_t *next_seq;
+    /* --tls */
+    mbedtls_ssl_context *ssl;
+    size_t tls_write_len; /* a write mbedtls asked to repeat (WANT_WRITE), or 0 */
+    bool tls_want_write;  /* the handshake waits for the socket to be writable */
+    bool tls_full;        /* the handshake went through the server's certificate */
+    bool recycle;         /* --handshakes: done with, close and start over */
 } conn;
 
 /* Log-linear latency histogram: exact below 128 ns, then 64 sub-buckets per
@@ -103,6 +125,23 @@ static struct bench {
     double duration, rate, drain_timeout, setup_timeout;
     size_t size;
     bool json, pairs, idle_mode, have_duration, have_count;
+    bool retain;            /* --retain: publish retained messages */
+    unsigned topics;        /* --topics: topics per publisher (1) */
+    const char *username, *password;
+    /* TLS */
+    bool tls, resume, hs_mode, hs_only;
+    const char *cafile, *certfile, *keyfile, *servername;
+    unsigned concurrency;
+    uint32_t handshakes;
+    double startup;         /* --startup: wait this long for a starting broker */
+    mbedtls_ssl_config tls_conf;
+    mbedtls_x509_crt tls_ca, tls_cert;
+    mbedtls_pk_context tls_key;
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_ssl_session session; /* --resume: from the untimed first handshake */
+    bool have_session, hs_warmup;
+    uint64_t hs_started, hs_done, hs_full;
 
     struct ev_loop *loop;
     struct addrinfo *addr;
@@ -136,6 +175,9 @@ static struct bench {
     .size = 64,
     .drain_timeout = 10,
     .setup_timeout = 60,
+    .topics = 1,
+    .concurrency = 16,
+    .servername = "localhost",
 };
 
 static void pub_fill(conn *c);
@@ -192,7 +234,8 @@ static void fail(const char *fmt, ...)
 
 static const char *conn_name(const conn *c, char *buf, size_t cap)
 {
-    static const char *const roles[] = { "publisher", "subscriber", "idle connection" };
+    static const char *const roles[] = { "publisher", "subscriber", "idle connection",
+                                         "handshake connection" };
     snprintf(buf, cap, "%s %u", roles[c->role], c->index);
     return buf;
 }
@@ -289,18 +332,229 @@ static void conn_lost(conn *c, const char *why)
     char name[64];
     if (b.phase == PH_DONE)
         return;
-    if (c->state < ST_READY && c->state != ST_NEW)
+    if (c->state == ST_TLS)
+        fail("%s: %s during the TLS handshake (broker at %s:%s)",
+             conn_name(c, name, sizeof name), why, b.host, b.port);
+    else if (c->state < ST_READY && c->state != ST_NEW)
         fail("%s: %s before %s (broker at %s:%s)", conn_name(c, name, sizeof name), why,
              c->state == ST_SUBACK ? "SUBACK" : "CONNACK", b.host, b.port);
     else
         fail("%s: connection lost: %s", conn_name(c, name, sizeof name), why);
 }
 
+/* ---- TLS ------------------------------------------------------------------ */
+
+static const char *tls_error(int rc)
+{
+    static char buf[160];
+    mbedtls_strerror(rc, buf, sizeof buf);
+    return buf;
+}
+
+/* The BIO: a non-blocking socket, as mbedtls_net_send/recv but without
+ * SIGPIPE and with the connection at hand. */
+static int tls_send(void *ctx, const unsigned char *buf, size_t len)
+{
+    conn *c = ctx;
+    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+    if (n >= 0)
+        return (int)n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return MBEDTLS_ERR_SSL_WANT_WRITE;
+    return MBEDTLS_ERR_NET_SEND_FAILED;
+}
+
+static int tls_recv(void *ctx, unsigned char *buf, size_t len)
+{
+    conn *c = ctx;
+    ssize_t n = recv(c->fd, buf, len, 0);
+    if (n >= 0)
+        return (int)n; /* 0: mbedtls reports MBEDTLS_ERR_SSL_CONN_EOF */
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return MBEDTLS_ERR_SSL_WANT_READ;
+    return MBEDTLS_ERR_NET_RECV_FAILED;
+}
+
+/* Client side of the same profile as the broker's: TLS 1.2, ECDHE with AEAD,
+ * curves X25519, P-256, P-384 (mbedtls's default list starts with P-521),
+ * session tickets on. Both brokers see the same client hello. */
+static void tls_init(void)
+{
+    static const int suites[] = {
+        MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        0,
+    };
+    static const mbedtls_ecp_group_id curves[] = {
+        MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_SECP384R1,
+        MBEDTLS_ECP_DP_NONE,
+    };
+    static const char pers[] = "gatemq-bench";
+    int rc;
+    mbedtls_ssl_config_init(&b.tls_conf);
+    mbedtls_x509_crt_init(&b.tls_ca);
+    mbedtls_x509_crt_init(&b.tls_cert);
+    mbedtls_pk_init(&b.tls_key);
+    mbedtls_entropy_init(&b.entropy);
+    mbedtls_ctr_drbg_init(&b.drbg);
+    mbedtls_ssl_session_init(&b.session);
+    if ((rc = mbedtls_ctr_drbg_seed(&b.drbg, mbedtls_entropy_func, &b.entropy,
+                                    (const unsigned char *)pers, sizeof pers - 1)) != 0) {
+        fprintf(stderr, "gatemq-bench: random generator: %s\n", tls_error(rc));
+        exit(1);
+    }
+    if ((rc = mbedtls_x509_crt_parse_file(&b.tls_ca, b.cafile)) != 0) {
+        fprintf(stderr, "gatemq-bench: --cafile %s: %s\n", b.cafile, tls_error(rc));
+        exit(1);
+    }
+    if (b.certfile) {
+        if ((rc = mbedtls_x509_crt_parse_file(&b.tls_cert, b.certfile)) != 0) {
+            fprintf(stderr, "gatemq-bench: --cert %s: %s\n", b.certfile, tls_error(rc));
+            exit(1);
+        }
+        if ((rc = mbedtls_pk_parse_keyfile(&b.tls_key, b.keyfile, NULL)) != 0) {
+            fprintf(stderr, "gatemq-bench: --key %s: %s\n", b.keyfile, tls_error(rc));
+            exit(1);
+        }
+    }
+    if ((rc = mbedtls_ssl_config_defaults(&b.tls_conf, MBEDTLS_SSL_IS_CLIENT,
+                                          MBEDTLS_SSL_TRANSPORT_STREAM,
+                                          MBEDTLS_SSL_PRESET_DEFAULT)) != 0) {
+        fprintf(stderr, "gatemq-bench: TLS configuration: %s\n", tls_error(rc));
+        exit(1);
+    }
+    mbedtls_ssl_conf_rng(&b.tls_conf, mbedtls_ctr_drbg_random, &b.drbg);
+    mbedtls_ssl_conf_min_version(&b.tls_conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_max_version(&b.tls_conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_ciphersuites(&b.tls_conf, suites);
+    mbedtls_ssl_conf_curves(&b.tls_conf, curves);
+    mbedtls_ssl_conf_session_tickets(&b.tls_conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
+    mbedtls_ssl_conf_authmode(&b.tls_conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    mbedtls_ssl_conf_ca_chain(&b.tls_conf, &b.tls_ca, NULL);
+    if (b.certfile &&
+        (rc = mbedtls_ssl_conf_own_cert(&b.tls_conf, &b.tls_cert, &b.tls_key)) != 0) {
+        fprintf(stderr, "gatemq-bench: --cert/--key: %s\n", tls_error(rc));
+        exit(1);
+    }
+}
+
+static void tls_free(void)
+{
+    mbedtls_ssl_session_free(&b.session);
+    mbedtls_ssl_config_free(&b.tls_conf);
+    mbedtls_x509_crt_free(&b.tls_ca);
+    mbedtls_x509_crt_free(&b.tls_cert);
+    mbedtls_pk_free(&b.tls_key);
+    mbedtls_ctr_drbg_free(&b.drbg);
+    mbedtls_entropy_free(&b.entropy);
+}
+
+static void send_connect(conn *c);
+static int conn_flush(conn *c);
+static void hs_finished(conn *c);
+
+/* Drive the handshake one step at a time: a client that resumes a session
+ * goes from ServerHello straight to the server's ChangeCipherSpec (or
+ * NewSessionTicket), one that does not passes through the server's
+ * Certificate; that is how a full handshake is told from an abbreviated one. */
+static void tls_step(conn *c)
+{
+    while (c->ssl->state != MBEDTLS_SSL_HANDSHAKE_OVER) {
+        int rc = mbedtls_ssl_handshake_step(c->ssl);
+        if (c->ssl->state == MBEDTLS_SSL_SERVER_CERTIFICATE)
+            c->tls_full = true;
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
+            c->tls_want_write = rc == MBEDTLS_ERR_SSL_WANT_WRITE;
+            conn_watch(c);
+            return;
+        }
+        if (rc == MBEDTLS_ERR_SSL_CONN_EOF) {
+            conn_lost(c, "connection closed by the broker");
+            return;
+        }
+        if (rc != 0) {
+            uint32_t flags = mbedtls_ssl_get_verify_result(c->ssl);
+            char why[256] = "";
+            if (flags && flags != (uint32_t)-1)
+                mbedtls_x509_crt_verify_info(why, sizeof why, "; ", flags);
+            for (char *p = why; *p; p++)
+                if (*p == '\n')
+                    *p = ' ';
+            conn_lost(c, why[0] ? why : tls_error(rc));
+            return;
+        }
+    }
+    if (b.resume && !b.have_session && c->tls_full) {
+        int rc = mbedtls_ssl_get_session(c->ssl, &b.session);
+        if (rc != 0) {
+            fail("cannot keep the TLS session: %s", tls_error(rc));
+            return;
+        }
+        b.have_session = true;
+    }
+    if (b.hs_mode && b.hs_only) {
+        c->recycle = true;
+        hs_finished(c);
+        return;
+    }
+    send_connect(c);
+    if (conn_flush(c) == 0)
+        conn_watch(c);
+}
+
+static void tls_start(conn *c)
+{
+    int rc;
+    if (!c->ssl) {
+        c->ssl = xcalloc(1, sizeof *c->ssl);
+        mbedtls_ssl_init(c->ssl);
+        if ((rc = mbedtls_ssl_setup(c->ssl, &b.tls_conf)) != 0 ||
+            (rc = mbedtls_ssl_set_hostname(c->ssl, b.servername)) != 0) {
+            fail("TLS setup: %s", tls_error(rc));
+            return;
+        }
+    } else if ((rc = mbedtls_ssl_session_reset(c->ssl)) != 0) {
+        fail("TLS session reset: %s", tls_error(rc));
+        return;
+    }
+    mbedtls_ssl_set_bio(c->ssl, c, tls_send, tls_recv, NULL);
+    if (b.resume && b.have_session && (rc = mbedtls_ssl_set_session(c->ssl, &b.session)) != 0) {
+        fail("cannot resume the TLS session: %s", tls_error(rc));
+        return;
+    }
+    c->state = ST_TLS;
+    c->tls_full = false;
+    c->tls_write_len = 0;
+    tls_step(c);
+}
+
 /* Write what is buffered. Returns -1 if the connection failed (the run is
  * then over), 0 otherwise; unsent bytes stay buffered for EV_WRITE. */
 static int conn_flush(conn *c)
 {
-    while (c->out.off < c->out.len) {
+    while (c->ssl && c->out.off < c->out.len) {
+        /* After WANT_WRITE mbedtls holds the record already: the call must be
+         * repeated with the same length, and it then reports that length. */
+        size_t len = c->tls_write_len ? c->tls_write_len : c->out.len - c->out.off;
+        int n = mbedtls_ssl_write(c->ssl, c->out.p + c->out.off, len);
+        if (n > 0) {
+            c->tls_write_len = 0;
+            c->out.off += (size_t)n;
+        } else if (n == MBEDTLS_ERR_SSL_WANT_WRITE || n == MBEDTLS_ERR_SSL_WANT_READ) {
+            c->tls_write_len = len;
+            break;
+        } else {
+            conn_lost(c, tls_error(n));
+            return -1;
+        }
+    }
+    while (!c->ssl && c->out.off < c->out.len) {
         ssize_t n = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
         if (n > 0) {
             c->out.off += (size_t)n;
@@ -340,6 +594,8 @@ static void conn_watch(conn *c)
     int ev = EV_READ;
     if (c->state == ST_CONNECTING)
         ev = EV_WRITE;
+    else if (c->state == ST_TLS)
+        ev = c->tls_want_write ? EV_WRITE : EV_READ;
     else if (buf_pending(&c->out) > 0 || (b.rate == 0 && pub_can_send(c)))
         ev |= EV_WRITE; /* closed loop: the socket being writable is the go signal */
     if (ev != c->events) {
@@ -352,7 +608,7 @@ static void conn_watch(conn *c)
 
 static void send_connect(conn *c)
 {
-    static const char role_letter[] = { 'p', 's', 'i' };
+    static const char role_letter[] = { 'p', 's', 'i', 'h' };
     char id[24];
     /* Alphanumeric and at most 23 bytes: the only client ids every 3.1.1
      * server must accept [MQTT-3.1.3-5]. */
@@ -363,6 +619,14 @@ static void send_connect(conn *c)
         .keep_alive = (uint16_t)b.keepalive,
         .client_id = { (const uint8_t *)id, (size_t)len },
     };
+    if (b.username) {
+        m.has_username = true;
+        m.username = (mqtt_span){ (const uint8_t *)b.username, strlen(b.username) };
+    }
+    if (b.password) {
+        m.has_password = true;
+        m.password = (mqtt_span){ (const uint8_t *)b.password, strlen(b.password) };
+    }
     APPEND(&c->out, mqtt_encode_connect(ptr_, cap_, &m));
     c->state = ST_CONNACK;
 }
@@ -378,6 +642,10 @@ static void finish_connect(conn *c)
         err = errno;
     if (err) {
         fail("cannot connect to %s:%s: %s", b.host, b.port, strerror(err));
+        return;
+    }
+    if (b.tls) {
+        tls_start(c);
         return;
     }
     send_connect(c);
@@ -399,6 +667,10 @@ static void start_connect(conn *c)
     ev_io_init(&c->io, on_io, c->fd, 0);
     c->events = 0;
     if (connect(c->fd, b.addr->ai_addr, b.addr->ai_addrlen) == 0) {
+        if (b.tls) {
+            tls_start(c);
+            return;
+        }
         send_connect(c);
         if (conn_flush(c) == 0)
             conn_watch(c);
@@ -557,15 +829,20 @@ static void handle_frame(conn *c, const mqtt_frame *f, uint64_t now)
                  ca.return_code < 6 ? why[ca.return_code] : "unknown");
             return;
         }
-        b.pending_connects--;
         b.last_progress = ev_now(b.loop);
+        if (c->role == ROLE_HS) {
+            c->recycle = true; /* on_io closes it once this read is over */
+            return;
+        }
+        b.pending_connects--;
         if (c->role == ROLE_SUB) {
             char filter[320];
+            const char *multi = b.topics > 1 ? "/#" : "";
             int len;
             if (b.pairs)
-                len = snprintf(filter, sizeof filter, "%s/%u", b.prefix, c->index);
+                len = snprintf(filter, sizeof filter, "%s/%u%s", b.prefix, c->index, multi);
             else if (b.pubs == 1)
-                len = snprintf(filter, sizeof filter, "%s/0", b.prefix);
+                len = snprintf(filter, sizeof filter, "%s/0%s", b.prefix, multi);
             else
                 len = snprintf(filter, sizeof filter, "%s/#", b.prefix);
             mqtt_span fs = { (const uint8_t *)filter, (size_t)len };
@@ -633,8 +910,10 @@ static void handle_frame(conn *c, const mqtt_frame *f, uint64_t now)
 static void conn_read(conn *c)
 {
     char name[64];
-    /* A few reads per wakeup, then let the other connections have a turn. */
-    for (int round = 0; round < 4 && b.phase != PH_DONE; round++) {
+    /* A few reads per wakeup, then let the other connections have a turn;
+     * over TLS, read until mbedtls wants more from the socket: what it has
+     * decrypted already would not wake the loop again. */
+    for (int round = 0; (c->ssl || round < 4) && b.phase != PH_DONE && !c->recycle; round++) {
         bench_buf *in = &c->in;
         size_t want = in->cap < IN_READ_MAX ? in->cap : IN_READ_MAX;
         if (want < IN_MIN)
@@ -642,7 +921,22 @@ static void conn_read(conn *c)
         if (in->cap - in->len < want / 2)
             buf_reserve(in, want / 2);
         size_t room = in->cap - in->len;
-        ssize_t n = read(c->fd, in->p + in->len, room);
+        ssize_t n;
+        if (c->ssl) {
+            int r = mbedtls_ssl_read(c->ssl, in->p + in->len, room);
+            if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE)
+                return;
+            if (r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || r == MBEDTLS_ERR_SSL_CONN_EOF) {
+                n = 0;
+            } else if (r < 0) {
+                conn_lost(c, tls_error(r));
+                return;
+            } else {
+                n = r;
+            }
+        } else {
+            n = read(c->fd, in->p + in->len, room);
+        }
         if (n == 0) {
             conn_lost(c, "connection closed by the broker");
             return;
@@ -671,12 +965,14 @@ static void conn_read(conn *c)
             if (b.phase == PH_DONE)
                 return;
             in->off += (size_t)r;
+            if (c->recycle)
+                return;
         }
         if (in->off == in->len)
             in->off = in->len = 0;
         else if (in->len == in->cap)
             buf_reserve(in, in->cap); /* a frame larger than the buffer */
-        if ((size_t)n < room)
+        if ((size_t)n < room && !c->ssl)
             break; /* drained the socket */
         if (in->cap < IN_READ_MAX)
             buf_reserve(in, in->cap); /* busy connection: read bigger chunks */
@@ -708,8 +1004,14 @@ static void pub_encode_one(conn *c)
         .topic = { (const uint8_t *)c->topic, c->topic_len },
         .payload = { b.payload, b.size },
         .qos = (uint8_t)b.qos,
+        .retain = b.retain,
         .packet_id = id,
     };
+    char topic[340];
+    if (b.topics > 1) { /* --topics K: PREFIX/i/0 .. PREFIX/i/K-1, in turn */
+        int n = snprintf(topic, sizeof topic, "%s/%u", c->topic, seq % b.topics);
+        p.topic = (mqtt_span){ (const uint8_t *)topic, (size_t)n };
+    }
     APPEND(&c->out, mqtt_encode_publish(ptr_, cap_, &p));
     c->sent++;
     b.sent_total++;
@@ -759,6 +1061,21 @@ static void on_io(EV_P_ ev_io *w, int revents)
     (void)loop;
     if (c->state == ST_CONNECTING) {
         finish_connect(c);
+        return;
+    }
+    if (c->state == ST_TLS) {
+        tls_step(c);
+        return;
+    }
+    if (c->role == ROLE_HS) {
+        if (revents & EV_READ)
+            conn_read(c);
+        if (b.phase == PH_DONE)
+            return;
+        if (c->recycle)
+            hs_finished(c);
+        else if (conn_flush(c) == 0)
+            conn_watch(c);
         return;
     }
     uint32_t before = c->done;
@@ -884,6 +1201,72 @@ static void start_run(void)
     }
 }
 
+/* ---- handshakes ----------------------------------------------------------- */
+
+static void hs_next(conn *c)
+{
+    if (b.phase == PH_RUN && b.hs_started < b.handshakes) {
+        b.hs_started++;
+        start_connect(c);
+    }
+}
+
+static void hs_timed_start(void)
+{
+    b.t_start = now_ns();
+    b.gen_cpu = cpu_seconds();
+    b.last_progress = ev_now(b.loop);
+    for (size_t i = 0; i < b.nconns && b.phase == PH_RUN; i++)
+        hs_next(&b.conns[i]);
+}
+
+static void hs_run(void)
+{
+    b.phase = PH_RUN;
+    if (b.resume) { /* one untimed full handshake provides the session */
+        b.hs_warmup = true;
+        start_connect(&b.conns[0]);
+        return;
+    }
+    hs_timed_start();
+}
+
+/* A connection got its CONNACK (or finished its handshake): say goodbye,
+ * close it, and start the next one in its slot. */
+static void hs_finished(conn *c)
+{
+    if (!b.hs_only) {
+        uint8_t disc[2];
+        size_t n = mqtt_encode_empty(disc, sizeof disc, MQTT_DISCONNECT);
+        (void)mbedtls_ssl_write(c->ssl, disc, n);
+    }
+    (void)mbedtls_ssl_close_notify(c->ssl);
+    ev_io_stop(b.loop, &c->io);
+    close(c->fd);
+    c->fd = -1;
+    c->events = 0;
+    c->state = ST_NEW;
+    c->recycle = false;
+    c->in.off = c->in.len = c->out.off = c->out.len = 0;
+    c->tls_write_len = 0;
+    b.last_progress = ev_now(b.loop);
+    if (b.hs_warmup) {
+        b.hs_warmup = false;
+        hs_timed_start();
+        return;
+    }
+    b.hs_done++;
+    if (c->tls_full)
+        b.hs_full++;
+    if (b.hs_done == b.handshakes) {
+        b.t_last_deliv = now_ns();
+        b.phase = PH_DONE;
+        ev_break(b.loop, EVBREAK_ALL);
+        return;
+    }
+    hs_next(c);
+}
+
 static void on_housekeeping(EV_P_ ev_timer *w, int revents)
 {
     (void)w, (void)revents;
@@ -938,6 +1321,20 @@ static void usage(FILE *f)
         "  --json         print the result as one JSON object\n"
         "  --idle N       open N idle connections, print \"ready N\", hold them until\n"
         "                 stdin reaches EOF (or -d SECONDS), then close them\n"
+        "  --retain       publish retained messages\n"
+        "  --topics K     publisher i cycles over PREFIX/i/0 .. PREFIX/i/K-1 (1: PREFIX/i)\n"
+        "  -u, --username USER, --password PASS   log in with a user name and password\n"
+        "  --tls          TLS 1.2 for every connection (needs --cafile)\n"
+        "  --cafile FILE  CA certificate(s) the broker's certificate must chain to\n"
+        "  --cert FILE --key FILE   client certificate and key\n"
+        "  --servername NAME   name the server certificate must carry, and SNI (localhost)\n"
+        "  --handshakes N open and close N TLS connections, -c at a time: handshake,\n"
+        "                 CONNECT, CONNACK, DISCONNECT, close; reports handshakes/s\n"
+        "  --handshake-only   with --handshakes: close right after the handshake\n"
+        "  --resume       resume the session (ticket) of one untimed full handshake\n"
+        "  -c N           concurrent connections of --handshakes (16)\n"
+        "  --startup SECONDS   wait up to SECONDS for a starting broker; report when it\n"
+        "                 first accepted a TCP connection, CONNECT and SUBSCRIBE\n"
         "  --free-port    print a currently free TCP port on 127.0.0.1 and exit\n"
         "  --help         this text\n"
         "Exit status: 0 ok, 1 lost messages or failure, 2 bad usage.\n",
@@ -993,8 +1390,23 @@ static int free_port(void)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { OPT_JSON = 256, OPT_IDLE, OPT_PAIRS, OPT_FREE_PORT, OPT_HELP };
+    enum { OPT_JSON = 256, OPT_IDLE, OPT_PAIRS, OPT_FREE_PORT, OPT_HELP, OPT_RETAIN, OPT_TOPICS,
+           OPT_USERNAME, OPT_PASSWORD, OPT_TLS, OPT_CAFILE, OPT_CERT, OPT_KEY, OPT_SERVERNAME,
+           OPT_HANDSHAKES, OPT_HS_ONLY, OPT_RESUME, OPT_STARTUP };
     static const struct option longopts[] = {
+        { "retain", no_argument, NULL, OPT_RETAIN },
+        { "topics", required_argument, NULL, OPT_TOPICS },
+        { "username", required_argument, NULL, OPT_USERNAME },
+        { "password", required_argument, NULL, OPT_PASSWORD },
+        { "tls", no_argument, NULL, OPT_TLS },
+        { "cafile", required_argument, NULL, OPT_CAFILE },
+        { "cert", required_argument, NULL, OPT_CERT },
+        { "key", required_argument, NULL, OPT_KEY },
+        { "servername", required_argument, NULL, OPT_SERVERNAME },
+        { "handshakes", required_argument, NULL, OPT_HANDSHAKES },
+        { "handshake-only", no_argument, NULL, OPT_HS_ONLY },
+        { "resume", no_argument, NULL, OPT_RESUME },
+        { "startup", required_argument, NULL, OPT_STARTUP },
         { "json", no_argument, NULL, OPT_JSON },
         { "idle", required_argument, NULL, OPT_IDLE },
         { "pairs", no_argument, NULL, OPT_PAIRS },
@@ -1004,7 +1416,7 @@ static void parse_args(int argc, char **argv)
     };
     int opt;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":h:p:q:P:S:n:d:s:r:w:o:t:k:T:", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":h:p:q:P:S:n:d:s:r:w:o:t:k:T:c:u:", longopts, NULL)) != -1) {
         switch (opt) {
         case 'h': b.host = optarg; break;
         case 'p': parse_uint("-p", optarg, 1, 65535); b.port = optarg; break;
@@ -1026,6 +1438,24 @@ static void parse_args(int argc, char **argv)
         case 't': b.prefix = optarg; break;
         case 'k': b.keepalive = (unsigned)parse_uint("-k", optarg, 0, 65535); break;
         case 'T': b.drain_timeout = parse_double("-T", optarg, 0.1, 1e6); break;
+        case 'c': b.concurrency = (unsigned)parse_uint("-c", optarg, 1, 100000); break;
+        case 'u':
+        case OPT_USERNAME: b.username = optarg; break;
+        case OPT_PASSWORD: b.password = optarg; break;
+        case OPT_RETAIN: b.retain = true; break;
+        case OPT_TOPICS: b.topics = (unsigned)parse_uint("--topics", optarg, 1, 100000000); break;
+        case OPT_TLS: b.tls = true; break;
+        case OPT_CAFILE: b.cafile = optarg; break;
+        case OPT_CERT: b.certfile = optarg; break;
+        case OPT_KEY: b.keyfile = optarg; break;
+        case OPT_SERVERNAME: b.servername = optarg; break;
+        case OPT_HANDSHAKES:
+            b.handshakes = (uint32_t)parse_uint("--handshakes", optarg, 1, UINT32_MAX - 1);
+            b.hs_mode = true;
+            break;
+        case OPT_HS_ONLY: b.hs_only = true; break;
+        case OPT_RESUME: b.resume = true; break;
+        case OPT_STARTUP: b.startup = parse_double("--startup", optarg, 0.01, 1e6); break;
         case OPT_JSON: b.json = true; break;
         case OPT_PAIRS: b.pairs = true; break;
         case OPT_IDLE:
@@ -1040,7 +1470,19 @@ static void parse_args(int argc, char **argv)
     }
     if (optind < argc)
         bad_usage("unexpected argument '%s'", argv[optind]);
-    if (b.idle_mode)
+    if (b.tls && !b.cafile)
+        bad_usage("--tls needs --cafile");
+    if (!b.tls && (b.cafile || b.certfile || b.hs_mode || b.resume))
+        bad_usage("--cafile, --cert, --key, --handshakes and --resume need --tls");
+    if (!b.certfile != !b.keyfile)
+        bad_usage("give --cert and --key together");
+    if (b.hs_only && !b.hs_mode)
+        bad_usage("--handshake-only needs --handshakes");
+    if (b.hs_mode && b.idle_mode)
+        bad_usage("give either --handshakes or --idle, not both");
+    if (b.startup > 0 && (b.tls || b.idle_mode))
+        bad_usage("--startup probes plain MQTT only");
+    if (b.idle_mode || b.hs_mode || b.startup > 0)
         return;
     if (b.have_count && b.have_duration)
         bad_usage("give either -n or -d, not both");
@@ -1092,13 +1534,21 @@ static void setup(void)
         snprintf(prefix, sizeof prefix, "bench/%ld", (long)getpid());
         b.prefix = prefix;
     }
-    b.nconns = b.idle_mode ? b.idle : (size_t)b.pubs + b.subs;
+    if (b.tls)
+        tls_init();
+    if (b.hs_mode)
+        b.nconns = b.concurrency < b.handshakes ? b.concurrency : b.handshakes;
+    else
+        b.nconns = b.idle_mode ? b.idle : (size_t)b.pubs + b.subs;
     raise_nofile(b.nconns + 16);
     b.conns = xcalloc(b.nconns, sizeof *b.conns);
     for (size_t i = 0; i < b.nconns; i++) {
         conn *c = &b.conns[i];
         c->fd = -1;
-        if (b.idle_mode) {
+        if (b.hs_mode) {
+            c->role = ROLE_HS;
+            c->index = (uint32_t)i;
+        } else if (b.idle_mode) {
             c->role = ROLE_IDLE;
             c->index = (uint32_t)i;
         } else if (i < b.pubs) {
@@ -1146,10 +1596,20 @@ static void teardown(void)
     size_t n = mqtt_encode_empty(disc, sizeof disc, MQTT_DISCONNECT);
     for (size_t i = 0; i < b.nconns; i++) {
         conn *c = &b.conns[i];
+        bool tls = c->ssl != NULL;
+        if (tls && c->fd >= 0 && c->state == ST_READY && buf_pending(&c->out) == 0) {
+            (void)mbedtls_ssl_write(c->ssl, disc, n);
+            (void)mbedtls_ssl_close_notify(c->ssl);
+        }
+        if (c->ssl) {
+            mbedtls_ssl_free(c->ssl);
+            free(c->ssl);
+            c->ssl = NULL;
+        }
         if (c->fd < 0)
             continue;
         /* A DISCONNECT after a half-written packet would corrupt the stream. */
-        if (c->state == ST_READY && buf_pending(&c->out) == 0)
+        if (!tls && c->state == ST_READY && buf_pending(&c->out) == 0)
             (void)!send(c->fd, disc, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         ev_io_stop(b.loop, &c->io);
         close(c->fd);
@@ -1163,6 +1623,8 @@ static void teardown(void)
     free(b.conns);
     free(b.payload);
     freeaddrinfo(b.addr);
+    if (b.tls)
+        tls_free();
 }
 
 static double rate_of(uint64_t n, uint64_t from, uint64_t to)
@@ -1204,6 +1666,159 @@ static int report_idle(void)
     }
     if (!ok)
         fprintf(stderr, "gatemq-bench: %s\n", b.error);
+    return ok ? 0 : 1;
+}
+
+static int report_hs(void)
+{
+    bool ok = !b.error[0] && b.hs_done == b.handshakes;
+    double secs = b.t_last_deliv > b.t_start && b.t_start ? (double)(b.t_last_deliv - b.t_start) / 1e9
+                                                           : 0;
+    double rate = secs > 0 ? (double)b.hs_done / secs : 0;
+    double gen_busy = secs > 0 ? b.gen_cpu / secs : 0;
+    uint64_t resumed = b.hs_done - b.hs_full;
+    const char *what = b.hs_only ? "TLS handshake" : "TLS handshake + CONNECT/CONNACK";
+    if (b.json) {
+        printf("{\"mode\":\"handshakes\",\"ok\":%s,\"what\":\"%s\",\"handshakes\":%" PRIu32
+               ",\"done\":%" PRIu64 ",\"full\":%" PRIu64 ",\"resumed\":%" PRIu64
+               ",\"concurrency\":%zu,\"seconds\":%.6f,\"rate\":%.1f,\"generator_busy\":%.2f,"
+               "\"error\":",
+               ok ? "true" : "false", what, b.handshakes, b.hs_done, b.hs_full, resumed, b.nconns,
+               secs, rate, gen_busy);
+        print_json_string(b.error);
+        printf("}\n");
+    } else {
+        printf("gatemq-bench %s:%s %s, %zu at a time%s\n", b.host, b.port, what, b.nconns,
+               b.resume ? ", resuming one session" : "");
+        printf("  completed   %" PRIu64 " of %" PRIu32 " in %.3f s: %.0f/s (%" PRIu64
+               " full, %" PRIu64 " resumed)\n",
+               b.hs_done, b.handshakes, secs, rate, b.hs_full, resumed);
+        printf("  generator   %.0f%% of one core%s\n", gen_busy * 100,
+               gen_busy > 0.9 ? " (saturated: the broker may be faster than shown)" : "");
+        if (b.resume && b.hs_done && resumed < b.hs_done)
+            printf("  note        the broker resumed only %" PRIu64 " of %" PRIu64 " sessions\n",
+                   resumed, b.hs_done);
+        printf("SUMMARY mode=handshakes result=%s handshakes=%" PRIu32 " done=%" PRIu64
+               " full=%" PRIu64 " resumed=%" PRIu64 " concurrency=%zu seconds=%.3f rate=%.1f"
+               " gen_busy=%.2f\n",
+               ok ? "OK" : "FAILED", b.handshakes, b.hs_done, b.hs_full, resumed, b.nconns, secs,
+               rate, gen_busy);
+    }
+    if (b.error[0])
+        fprintf(stderr, "gatemq-bench: %s\n", b.error);
+    else if (!ok)
+        fprintf(stderr, "gatemq-bench: no progress for %.0f s: %" PRIu64 " of %" PRIu32
+                " handshakes completed\n", b.drain_timeout, b.hs_done, b.handshakes);
+    return ok ? 0 : 1;
+}
+
+/* ---- --startup: a blocking probe of a starting broker ---------------------- */
+
+/* Read one packet into buf (cap bytes) before the deadline. Returns its frame
+ * size, 0 when the broker closed the connection or the time ran out, -1 when
+ * it is malformed. */
+static ptrdiff_t probe_read(int fd, uint8_t *buf, size_t cap, size_t *len, mqtt_frame *f,
+                            uint64_t deadline)
+{
+    for (;;) {
+        ptrdiff_t r = mqtt_frame_split(buf, *len, cap, f);
+        if (r != 0)
+            return r;
+        uint64_t now = now_ns();
+        if (now >= deadline || *len == cap)
+            return 0;
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        int ms = (int)((deadline - now) / 1000000) + 1;
+        if (poll(&pfd, 1, ms) < 0 && errno != EINTR)
+            return 0;
+        ssize_t n = read(fd, buf + *len, cap - *len);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+            return 0;
+        if (n > 0)
+            *len += (size_t)n;
+    }
+}
+
+/* One attempt: connect, CONNECT, CONNACK, SUBSCRIBE, SUBACK. Fills the times
+ * (ns after t0) reached so far; returns 0 when all were reached. */
+static int probe_once(uint64_t t0, uint64_t deadline, uint64_t *t_listen, uint64_t *t_connack,
+                      uint64_t *t_suback)
+{
+    int fd = socket(b.addr->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, b.addr->ai_addr, b.addr->ai_addrlen) < 0) {
+        close(fd);
+        return -1;
+    }
+    if (!*t_listen)
+        *t_listen = now_ns() - t0;
+    uint8_t out[512], in[4096];
+    size_t inlen = 0;
+    mqtt_frame f;
+    char id[24];
+    int idlen = snprintf(id, sizeof id, "gb%ldprobe", (long)getpid() % 10000000);
+    mqtt_connect m = {
+        .clean_session = true,
+        .client_id = { (const uint8_t *)id, (size_t)idlen },
+        .has_username = b.username != NULL,
+        .username = { (const uint8_t *)b.username, b.username ? strlen(b.username) : 0 },
+        .has_password = b.password != NULL,
+        .password = { (const uint8_t *)b.password, b.password ? strlen(b.password) : 0 },
+    };
+    size_t n = mqtt_encode_connect(out, sizeof out, &m);
+    int rc = -1;
+    mqtt_connack ca;
+    if (n > sizeof out || send(fd, out, n, MSG_NOSIGNAL) != (ssize_t)n)
+        goto done;
+    ptrdiff_t r = probe_read(fd, in, sizeof in, &inlen, &f, deadline);
+    if (r <= 0 || f.type != MQTT_CONNACK || mqtt_decode_connack(&f, &ca) < 0 ||
+        ca.return_code != MQTT_CONNACK_ACCEPTED)
+        goto done;
+    *t_connack = now_ns() - t0;
+    memmove(in, in + r, inlen - (size_t)r);
+    inlen -= (size_t)r;
+    char filter[320];
+    int flen = snprintf(filter, sizeof filter, "%s/startup-probe", b.prefix);
+    mqtt_span fs = { (const uint8_t *)filter, (size_t)flen };
+    uint8_t q = 0;
+    n = mqtt_encode_subscribe(out, sizeof out, 1, &fs, &q, 1);
+    if (n > sizeof out || send(fd, out, n, MSG_NOSIGNAL) != (ssize_t)n)
+        goto done;
+    r = probe_read(fd, in, sizeof in, &inlen, &f, deadline);
+    if (r <= 0 || f.type != MQTT_SUBACK)
+        goto done;
+    *t_suback = now_ns() - t0;
+    n = mqtt_encode_empty(out, sizeof out, MQTT_DISCONNECT);
+    (void)!send(fd, out, n, MSG_NOSIGNAL);
+    rc = 0;
+done:
+    close(fd);
+    return rc;
+}
+
+/* Retry every 2 ms until the broker answers or the time is up. The times
+ * count from this process's start, which the caller places right after the
+ * broker's. */
+static int startup_probe(void)
+{
+    uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)(b.startup * 1e9);
+    uint64_t t_listen = 0, t_connack = 0, t_suback = 0;
+    unsigned attempts = 0;
+    while (now_ns() < deadline) {
+        attempts++;
+        if (probe_once(t0, deadline, &t_listen, &t_connack, &t_suback) == 0)
+            break;
+        usleep(2000);
+    }
+    bool ok = t_suback != 0;
+    printf("SUMMARY mode=startup ok=%d listen_s=%.3f connack_s=%.3f suback_s=%.3f attempts=%u\n",
+           ok, (double)t_listen / 1e9, (double)t_connack / 1e9, (double)t_suback / 1e9, attempts);
+    if (!ok)
+        fprintf(stderr, "gatemq-bench: no SUBACK from %s:%s within %.1f s\n", b.host, b.port,
+                b.startup);
     return ok ? 0 : 1;
 }
 
@@ -1309,6 +1924,11 @@ int main(int argc, char **argv)
     parse_args(argc, argv);
     signal(SIGPIPE, SIG_IGN);
     setup();
+    if (b.startup > 0) {
+        int rc = startup_probe();
+        teardown();
+        return rc;
+    }
 
     b.loop = ev_default_loop(EVFLAG_AUTO);
     if (!b.loop) {
@@ -1321,7 +1941,9 @@ int main(int argc, char **argv)
     ev_timer_init(&b.housekeeping, on_housekeeping, HOUSEKEEPING_INTERVAL,
                   HOUSEKEEPING_INTERVAL);
     ev_timer_start(b.loop, &b.housekeeping);
-    if (b.nconns == 0)
+    if (b.hs_mode)
+        hs_run();
+    else if (b.nconns == 0)
         start_run();
     else
         open_more();
@@ -1329,7 +1951,7 @@ int main(int argc, char **argv)
         ev_run(b.loop, 0);
     b.gen_cpu = cpu_seconds() - b.gen_cpu;
 
-    int rc = b.idle_mode ? report_idle() : report();
+    int rc = b.hs_mode ? report_hs() : b.idle_mode ? report_idle() : report();
     teardown();
     return rc;
 }
