@@ -92,8 +92,12 @@ bool access_read(session *s, const gmq_msg *m)
     acl_principal p;
     if (!s->b->acl || !principal_of(s, &p))
         return true;
-    /* Checked at delivery too: a deny rule may carve a topic out of an
-     * allowed subscription, and retained messages go through here. */
+    /* A subscription is allowed only when one allowing rule covers it with
+     * no earlier deny overlapping it, so the first rule matching any topic
+     * it can match allows reading: while every subscription of s was
+     * checked against the rules in force, the answer is known. */
+    if (s->acl_gen == s->b->acl_gen)
+        return true;
     const char *topic = m->topic + s->topic_prefix_len;
     size_t len = m->topic_len - s->topic_prefix_len;
     return acl_check_read(s->b->acl, &p, topic, len).allow;
@@ -110,6 +114,9 @@ void access_recheck_session(session *s)
         LOG_NOTICE("client %s: subscription %s removed: no longer allowed", s->client_id, f);
         session_unsubscribe(s, s->subs[i].filter, strlen(s->subs[i].filter));
     }
+    acl_principal p;
+    if (principal_of(s, &p))
+        s->acl_gen = s->b->acl_gen;
 }
 
 void access_recheck_all(broker *b)
@@ -155,6 +162,7 @@ int access_init(broker *b)
         LOG_ERROR("ACL: %s", err);
         return -1;
     }
+    b->acl_gen = 1;
     LOG_NOTICE("ACL %s: %zu rule(s)", b->cfg->acl_file, acl_rule_count(b->acl));
     return 0;
 }

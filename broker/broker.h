@@ -112,6 +112,7 @@ struct session {
     uint8_t kind;              /* enum principal_kind */
     char *username;            /* a user's name; NULL otherwise */
     char *company;             /* the company (copy of the key's prefix); NULL: none */
+    unsigned acl_gen;          /* every subscription was allowed by rules of this generation */
     bool clean;
     bool anonymous;
     conn *c; /* NULL while offline */
@@ -250,6 +251,7 @@ struct broker {
 
     struct store *store; /* NULL: nothing survives a restart */
     struct acl *acl;     /* rules in force; NULL: none (see access.h) */
+    unsigned acl_gen;    /* bumped each time rules are swapped in */
     bool loading;        /* restoring from the store: do not write back */
     conn *ack_waiters;   /* conns with acknowledgements waiting for a commit */
 

@@ -159,6 +159,7 @@ void connect_accept(conn *c, connect_req *req, int kind)
             return;
         }
         s->clean = req->clean;
+        s->acl_gen = b->acl_gen; /* no subscriptions yet: all checked */
     }
     s->kind = (uint8_t)kind;
     s->anonymous = kind == PRINCIPAL_ANONYMOUS;

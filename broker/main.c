@@ -11,6 +11,7 @@
 #include "broker/broker.h"
 #include "broker/config.h"
 #include "broker/log.h"
+#include "broker/access.h"
 #include "broker/bridge.h"
 #include "broker/persist.h"
 #include "broker/version.h"
@@ -114,6 +115,8 @@ int main(int argc, char **argv)
     /* Restore retained messages and persistent sessions before accepting. */
     if (persist_open(b) || bridge_init(b) || persist_start(b))
         goto out;
+    /* Restored subscriptions answer to the rules in force now. */
+    access_recheck_all(b);
     bridge_start(b);
     if (broker_listen(b))
         goto out;

@@ -121,6 +121,7 @@ static void reload_done(worker_job *j)
         acl *old = b->acl;
         b->acl = r->acl;
         r->acl = old;
+        b->acl_gen++;
         LOG_NOTICE("reload: ACL %s: %zu rule(s)", b->cfg->acl_file, acl_rule_count(b->acl));
         access_recheck_all(b);
     }
