@@ -119,6 +119,9 @@ struct session {
 
     session_sub *subs;
     size_t nsubs, capsubs;
+    /* Filter -> position in subs plus one: a SUBSCRIBE of many filters must
+     * not cost a scan of every existing subscription per filter. */
+    strmap subidx;
 
     outmsg *inflight; /* in send order */
     size_t ninflight, capinflight;
@@ -190,6 +193,10 @@ struct conn {
     bool send_will;      /* publish the will when reaped (abnormal close) */
     bool counted;        /* included in stats.clients_connected */
     bool close_after_flush;
+    /* Input is not read while this much output waits: a client that sends
+     * requests (PINGREQ, QoS 1 PUBLISH, SUBSCRIBE...) but never reads the
+     * answers must not grow the broker (conn.c). */
+    bool input_paused;
     char peer[64];
 
     conn *prev, *next;  /* b->conns */

@@ -28,6 +28,13 @@
 #include "broker/persist.h"
 #include "broker/tls_transport.h"
 
+/* A client that sends requests but never reads the answers (PINGRESP,
+ * PUBACK, SUBACK...) would grow its write buffer without bound, one answer
+ * per request: its input stops being read while this much output waits, and
+ * resumes once the client has read it down to OUTPUT_RESUME_BYTES. */
+#define OUTPUT_PAUSE_BYTES (1u << 20)
+#define OUTPUT_RESUME_BYTES (256u << 10)
+
 /* ---- plain TCP transport ------------------------------------------------ */
 
 static ptrdiff_t tcp_recv(conn *c, uint8_t *buf, size_t len)
@@ -235,6 +242,17 @@ void conn_commit(conn *c, size_t n)
     }
 }
 
+/* Input paused for a full write buffer goes on once the client has read
+ * enough of it. */
+static void resume_if_drained(conn *c)
+{
+    if (c->input_paused && c->state != CONN_CLOSING && !c->b->stopping &&
+        conn_pending_bytes(c) <= OUTPUT_RESUME_BYTES) {
+        c->input_paused = false;
+        conn_resume_input(c);
+    }
+}
+
 /* Write what is buffered; wait for writability when the socket is full. */
 void conn_flush(conn *c)
 {
@@ -246,6 +264,7 @@ void conn_flush(conn *c)
             b->stats.bytes_sent += (uint64_t)n;
         } else if (n == GMQ_IO_WANT_WRITE) {
             ev_io_start(b->loop, &c->wio);
+            resume_if_drained(c);
             return;
         } else if (n == GMQ_IO_WANT_READ) {
             return; /* a TLS transport waits for the peer; rio is running */
@@ -261,6 +280,7 @@ void conn_flush(conn *c)
     c->woff = c->wlen = c->wcap = 0;
     if (c->close_after_flush)
         conn_close(c, "refused");
+    resume_if_drained(c);
 }
 
 static void on_write(struct ev_loop *loop, ev_io *w, int revents)
@@ -309,7 +329,7 @@ static ptrdiff_t process(conn *c, const uint8_t *buf, size_t len)
     size_t off = 0;
     /* While a password is checked nothing after CONNECT is acted on. */
     while (off < len && c->state != CONN_CLOSING && c->state != CONN_AUTH &&
-           !c->close_after_flush) {
+           !c->close_after_flush && conn_pending_bytes(c) < OUTPUT_PAUSE_BYTES) {
         mqtt_frame f;
         ptrdiff_t r = mqtt_frame_split(buf + off, len - off, packet_limit(c), &f);
         if (r == 0)
@@ -322,6 +342,11 @@ static ptrdiff_t process(conn *c, const uint8_t *buf, size_t len)
         }
         handle_packet(c, &f);
         off += (size_t)r;
+    }
+    if (c->state == CONN_ACTIVE && conn_pending_bytes(c) >= OUTPUT_PAUSE_BYTES &&
+        !c->input_paused) {
+        c->input_paused = true; /* conn_flush resumes */
+        ev_io_stop(c->b->loop, &c->rio);
     }
     return c->state == CONN_CLOSING ? -1 : (ptrdiff_t)off;
 }
@@ -369,6 +394,8 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     conn *c = w->data;
     broker *b = c->b;
+    if (c->input_paused)
+        return; /* a fed event or the TLS write watcher: conn_flush resumes */
     /* Bounded rounds per callback keep one busy client from starving others. */
     for (int round = 0; round < 8 && c->state != CONN_CLOSING; round++) {
         uint8_t *dst;
@@ -434,12 +461,14 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
                 return;
             }
         }
+        if (c->input_paused)
+            return; /* what was read and not handled waits in rbuf */
         bool more = c->tp->pending && c->tp->pending(c);
         if ((size_t)n < room && !more)
             return; /* drained the socket */
     }
     /* Out of rounds: data already decrypted would not wake the watcher. */
-    if (c->state != CONN_CLOSING && c->tp->pending && c->tp->pending(c))
+    if (c->state != CONN_CLOSING && !c->input_paused && c->tp->pending && c->tp->pending(c))
         ev_feed_event(loop, &c->rio, EV_READ);
 }
 
@@ -487,7 +516,10 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     /* One and a half keep alive periods without a packet [MQTT-3.1.2-24]. */
     ev_tstamp timeout = c->keepalive * 1.5;
     ev_tstamp left = c->last_rx + timeout - ev_now(loop);
-    if (left <= 0) {
+    if (left <= 0 && c->input_paused) {
+        /* We stopped reading, not the client: its PINGREQs may be waiting. */
+        left = timeout;
+    } else if (left <= 0) {
         conn_close(c, "keep alive timeout");
         return;
     }

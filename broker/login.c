@@ -144,6 +144,14 @@ static void auth_done(worker_job *j)
         auth_job_free(a);
         return;
     }
+    if (c->state == CONN_CLOSING) {
+        /* Closed (e.g. by its connect timeout) and not reaped yet: never
+         * revive it. The reap would cancel the job; this only keeps that
+         * true whatever order the loop runs its watchers in. */
+        c->auth = NULL;
+        auth_job_free(a);
+        return;
+    }
     broker *b = c->b;
     c->auth = NULL;
     connect_req *req = c->pending;

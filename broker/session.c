@@ -75,6 +75,7 @@ void session_destroy(session *s)
         gmq_free(s->subs[i].filter);
     }
     gmq_free(s->subs);
+    strmap_free(&s->subidx);
     for (size_t i = 0; i < s->ninflight; i++)
         gmq_msg_unref(s->inflight[i].msg);
     gmq_free(s->inflight);
@@ -114,18 +115,24 @@ void session_map_free(session_map *m)
 
 /* ---- subscriptions ----------------------------------------------------- */
 
+/* Position of filter in s->subs, or -1. */
+static ptrdiff_t sub_find(const session *s, const char *filter, size_t flen)
+{
+    uintptr_t pos = (uintptr_t)strmap_get(&s->subidx, filter, flen);
+    return pos ? (ptrdiff_t)(pos - 1) : -1;
+}
+
 int session_subscribe(session *s, const char *filter, size_t flen, uint8_t qos)
 {
-    for (size_t i = 0; i < s->nsubs; i++) {
-        session_sub *e = &s->subs[i];
-        if (strncmp(e->filter, filter, flen) == 0 && e->filter[flen] == '\0') {
-            /* Same filter: replace the subscription [MQTT-3.8.4-3]. */
-            if (topictree_add(s->b->subs, filter, flen, s, qos))
-                return -1;
-            e->qos = qos;
-            persist_subscription(s, e->filter, qos);
-            return 0;
-        }
+    ptrdiff_t at = sub_find(s, filter, flen);
+    if (at >= 0) {
+        session_sub *e = &s->subs[at];
+        /* Same filter: replace the subscription [MQTT-3.8.4-3]. */
+        if (topictree_add(s->b->subs, filter, flen, s, qos))
+            return -1;
+        e->qos = qos;
+        persist_subscription(s, e->filter, qos);
+        return 0;
     }
     if (s->nsubs == s->capsubs) {
         size_t ncap = s->capsubs ? s->capsubs * 2 : 4;
@@ -138,7 +145,12 @@ int session_subscribe(session *s, const char *filter, size_t flen, uint8_t qos)
     char *copy = gmq_strndup(filter, flen);
     if (!copy)
         return -1;
+    if (strmap_put(&s->subidx, copy, (void *)(uintptr_t)(s->nsubs + 1))) {
+        gmq_free(copy);
+        return -1;
+    }
     if (topictree_add(s->b->subs, filter, flen, s, qos)) {
+        strmap_del(&s->subidx, copy);
         gmq_free(copy);
         return -1;
     }
@@ -149,17 +161,25 @@ int session_subscribe(session *s, const char *filter, size_t flen, uint8_t qos)
 
 bool session_unsubscribe(session *s, const char *filter, size_t flen)
 {
-    for (size_t i = 0; i < s->nsubs; i++) {
-        session_sub *e = &s->subs[i];
-        if (strncmp(e->filter, filter, flen) == 0 && e->filter[flen] == '\0') {
-            topictree_remove(s->b->subs, filter, flen, s);
-            persist_unsubscription(s, e->filter);
-            gmq_free(e->filter);
-            s->subs[i] = s->subs[--s->nsubs];
-            return true;
-        }
+    ptrdiff_t at = sub_find(s, filter, flen);
+    if (at < 0)
+        return false;
+    session_sub *e = &s->subs[at];
+    topictree_remove(s->b->subs, filter, flen, s);
+    persist_unsubscription(s, e->filter);
+    strmap_del(&s->subidx, e->filter);
+    gmq_free(e->filter);
+    s->subs[at] = s->subs[--s->nsubs];
+    if ((size_t)at < s->nsubs) {
+        /* The last one moved into the hole: re-point its index entry. A
+         * delete then a put into a map that just lost two keys never grows
+         * it, so this cannot fail. */
+        strmap_del(&s->subidx, s->subs[at].filter);
+        int rc = strmap_put(&s->subidx, s->subs[at].filter, (void *)(uintptr_t)(at + 1));
+        assert(rc == 0);
+        (void)rc;
     }
-    return false;
+    return true;
 }
 
 /* ---- sending ----------------------------------------------------------- */
