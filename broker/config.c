@@ -46,6 +46,7 @@ void gmq_config_defaults(gmq_config *c)
     c->max_inflight = 20;
     c->max_queued = 1000;
     c->max_queued_bytes = 0;
+    c->max_subscriptions = 100000;
     c->sys_interval = 10;
     c->tls_handshake_timeout = 10;
     c->company_from = GMQ_COMPANY_FROM_O;
@@ -489,6 +490,12 @@ static int directive(parser *p, gmq_config *c, char **argv, int argc)
         if (parse_uint(p, k, a, 0, 100000000, &v))
             return -1;
         c->max_queued = (unsigned)v;
+        return 0;
+    }
+    if (strcmp(k, "max_subscriptions") == 0) {
+        if (parse_uint(p, k, a, 0, 100000000, &v))
+            return -1;
+        c->max_subscriptions = (unsigned)v;
         return 0;
     }
     if (strcmp(k, "max_queued_bytes") == 0) {

@@ -49,6 +49,7 @@ typedef struct gmq_config {
     unsigned max_inflight;   /* outgoing QoS 1/2 awaiting ack, per client */
     unsigned max_queued;     /* QoS 1/2 waiting behind the window or offline */
     size_t max_queued_bytes; /* per client, 0: unlimited */
+    unsigned max_subscriptions; /* per session, 0: unlimited */
     unsigned sys_interval;   /* seconds between $SYS updates, 0: off */
     char **anon_deny;        /* filters anonymous clients may not subscribe to */
     size_t nanon_deny;

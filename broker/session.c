@@ -134,6 +134,12 @@ int session_subscribe(session *s, const char *filter, size_t flen, uint8_t qos)
         persist_subscription(s, e->filter, qos);
         return 0;
     }
+    unsigned max = s->b->cfg->max_subscriptions;
+    if (max && s->nsubs >= max && !s->b->loading) {
+        LOG_INFO("client %s: subscription refused: max_subscriptions (%u) reached", s->client_id,
+                 max);
+        return -1;
+    }
     if (s->nsubs == s->capsubs) {
         size_t ncap = s->capsubs ? s->capsubs * 2 : 4;
         session_sub *v = gmq_realloc(s->subs, ncap * sizeof(*v));

@@ -218,11 +218,30 @@ static void test_subscribe_of_many_filters_does_not_stall_the_loop(void **state)
     it_broker_stop(b);
 }
 
+/* max_subscriptions caps one session's subscriptions: past it a new filter
+ * gets 0x80, replacing a filter it already has still works, and the
+ * subscriptions it holds keep delivering. */
+static void test_max_subscriptions_refuses_further_filters(void **state)
+{
+    it_broker *b = it_broker_start("max_subscriptions 3");
+    it_conn *c = it_client(it_broker_port(b), "many", true);
+    const char *f[] = {"a/1", "a/2", "a/3", "a/4", "a/1"};
+    uint8_t q[] = {1, 1, 1, 1, 0};
+    uint8_t codes[] = {0x01, 0x01, 0x01, 0x80, 0x00};
+    it_subscribe_n(c, f, q, 5, codes);
+    it_conn *p = it_client(it_broker_port(b), "pub", true);
+    it_publish_str(p, "a/4", "refused", 0, false);
+    it_publish_str(p, "a/3", "kept", 0, false);
+    it_expect_publish(c, "a/3", "kept", 0, false); /* and not the a/4 one before it */
+    it_broker_stop(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         IT_TEST(test_client_that_never_reads_cannot_grow_the_broker),
         IT_TEST(test_subscribe_of_many_filters_does_not_stall_the_loop),
+        IT_TEST(test_max_subscriptions_refuses_further_filters),
     };
     return IT_RUN(tests);
 }
