@@ -59,6 +59,21 @@ char *gmq_strdup(const char *s)
     return gmq_strndup(s, strlen(s));
 }
 
+int gmq__grow(void **p, size_t *cap, size_t need, size_t elem, size_t initial)
+{
+    if (need <= *cap)
+        return 0;
+    size_t ncap = *cap ? *cap : initial;
+    while (ncap < need)
+        ncap *= 2;
+    void *np = gmq_realloc(*p, ncap * elem);
+    if (!np)
+        return -1;
+    *p = np;
+    *cap = ncap;
+    return 0;
+}
+
 void gmq_alloc_fail_at(unsigned long n)
 {
     fail_at = n;

@@ -19,6 +19,13 @@ void gmq_free(void *p);
 char *gmq_strndup(const char *s, size_t len);
 char *gmq_strdup(const char *s);
 
+/* Make room in a growable array *p of capacity *cap for need elements of
+ * elem bytes, doubling from initial. Returns 0, or -1 on no memory with *p
+ * and *cap unchanged. Use through GMQ_GROW. */
+int gmq__grow(void **p, size_t *cap, size_t need, size_t elem, size_t initial);
+#define GMQ_GROW(arr, cap, need, initial)                                      \
+    gmq__grow((void **)&(arr), &(cap), (need), sizeof(*(arr)), (initial))
+
 /* Fault injection for tests: the nth allocation counted from this call
  * (1 = the next one) fails, and every one after it succeeds again.
  * n = 0 turns injection off. Applies to the calling thread only. */

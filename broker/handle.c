@@ -300,24 +300,6 @@ static void handle_ack(conn *c, const mqtt_frame *f)
 
 /* ---- SUBSCRIBE / UNSUBSCRIBE ---------------------------------------------- */
 
-/* Grow a scratch string to at least n bytes. On no memory returns -1 and
- * leaves *p and *cap as they were: what it held for earlier (shorter)
- * filters is still used after the loop. */
-static int grow(char **p, size_t *cap, size_t n)
-{
-    if (n <= *cap)
-        return 0;
-    size_t ncap = *cap ? *cap : 64;
-    while (ncap < n)
-        ncap *= 2;
-    char *np = gmq_realloc(*p, ncap);
-    if (!np)
-        return -1;
-    *p = np;
-    *cap = ncap;
-    return 0;
-}
-
 static void handle_subscribe(conn *c, const mqtt_frame *f)
 {
     broker *b = c->b;
@@ -347,7 +329,7 @@ static void handle_subscribe(conn *c, const mqtt_frame *f)
         } else if (!access_subscribe(s, filter, e.filter.len)) {
             LOG_NOTICE("client %s: subscription to %.*s refused", s->client_id, (int)e.filter.len,
                        filter);
-        } else if (grow(&internal, &internal_cap, ilen + 1)) {
+        } else if (GMQ_GROW(internal, internal_cap, ilen + 1, 64)) {
             LOG_WARN("client %s: no memory for a subscription", s->client_id);
         } else {
             /* Wildcards never leave the namespace: the prefix is a literal level. */
@@ -400,7 +382,7 @@ static void handle_unsubscribe(conn *c, const mqtt_frame *f)
     size_t internal_cap = 0;
     while (mqtt_unsubscribe_next(&uns, &pos, &e)) {
         size_t ilen = s->topic_prefix_len + e.filter.len;
-        if (grow(&internal, &internal_cap, ilen + 1)) {
+        if (GMQ_GROW(internal, internal_cap, ilen + 1, 64)) {
             gmq_free(internal);
             conn_close(c, "no memory for UNSUBSCRIBE");
             return;

@@ -140,14 +140,8 @@ int session_subscribe(session *s, const char *filter, size_t flen, uint8_t qos)
                  max);
         return -1;
     }
-    if (s->nsubs == s->capsubs) {
-        size_t ncap = s->capsubs ? s->capsubs * 2 : 4;
-        session_sub *v = gmq_realloc(s->subs, ncap * sizeof(*v));
-        if (!v)
-            return -1;
-        s->subs = v;
-        s->capsubs = ncap;
-    }
+    if (GMQ_GROW(s->subs, s->capsubs, s->nsubs + 1, 4))
+        return -1;
     char *copy = gmq_strndup(filter, flen);
     if (!copy)
         return -1;
@@ -256,14 +250,8 @@ static uint16_t next_packet_id(session *s)
 static int send_inflight(session *s, gmq_msg *m, uint8_t qos, bool retain, uint64_t seq,
                          bool was_queued)
 {
-    if (s->ninflight == s->capinflight) {
-        size_t ncap = s->capinflight ? s->capinflight * 2 : 8;
-        outmsg *v = gmq_realloc(s->inflight, ncap * sizeof(*v));
-        if (!v)
-            return -1;
-        s->inflight = v;
-        s->capinflight = ncap;
-    }
+    if (GMQ_GROW(s->inflight, s->capinflight, s->ninflight + 1, 8))
+        return -1;
     uint16_t id = next_packet_id(s);
     if (write_publish(s, m, qos, id, false, retain))
         return -1;
@@ -430,14 +418,8 @@ bool session_rx_qos2_has(const session *s, uint16_t id)
 
 int session_rx_qos2_add(session *s, uint16_t id)
 {
-    if (s->nrx_qos2 == s->caprx_qos2) {
-        size_t ncap = s->caprx_qos2 ? s->caprx_qos2 * 2 : 4;
-        uint16_t *v = gmq_realloc(s->rx_qos2, ncap * sizeof(*v));
-        if (!v)
-            return -1;
-        s->rx_qos2 = v;
-        s->caprx_qos2 = ncap;
-    }
+    if (GMQ_GROW(s->rx_qos2, s->caprx_qos2, s->nrx_qos2 + 1, 4))
+        return -1;
     s->rx_qos2[s->nrx_qos2++] = id;
     persist_rx_qos2(s, id, true);
     return 0;
@@ -466,14 +448,8 @@ int session_restore_delivery(session *s, gmq_msg *m, uint64_t seq, uint8_t qos, 
         m->store_refs++;
         return 0;
     }
-    if (s->ninflight == s->capinflight) {
-        size_t ncap = s->capinflight ? s->capinflight * 2 : 8;
-        outmsg *v = gmq_realloc(s->inflight, ncap * sizeof(*v));
-        if (!v)
-            return -1;
-        s->inflight = v;
-        s->capinflight = ncap;
-    }
+    if (GMQ_GROW(s->inflight, s->capinflight, s->ninflight + 1, 8))
+        return -1;
     s->inflight[s->ninflight++] = (outmsg){
         .msg = m ? gmq_msg_ref(m) : NULL,
         .seq = seq,
