@@ -290,6 +290,8 @@ void bridge_device_offline(conn *c)
     device_state *d = device_get(b, key, false);
     if (!d || d->current != c)
         return; /* taken over: the device is still online */
+    if (b->stopping)
+        return; /* stored as online: it counts as offline from the next start */
     d->current = NULL;
     d->online = false;
     d->notified = false;
@@ -337,6 +339,9 @@ int bridge_load_presence(broker *b, const char *device, bool online, int64_t sin
 
 void bridge_start(broker *b)
 {
+    /* Timers count from the loop's cached time, stale by the whole start-up
+     * (certificates, the database): refresh it so deadlines hold. */
+    ev_now_update(b->loop);
     int64_t now = wall_ms();
     for (size_t i = 0; i < b->devices.cap; i++) {
         device_state *d = b->devices.slots[i].value;
