@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "broker/alloc.h"
+#include "broker/readfile.h"
 #include "mqtt.h"
 
 #define ACL__FILE_MAX (256u * 1024 * 1024)
@@ -686,61 +687,8 @@ fail:
 static int acl__read_all(const char *path, char **out, size_t *outlen, char *err,
                          size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        acl__seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return ACL_E_IO;
-    }
-    int rc = ACL_OK;
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    struct stat st;
-    if (fstat(fd, &st) == 0) {
-        if (S_ISDIR(st.st_mode)) {
-            acl__seterr(err, errlen, "%s: is a directory", path);
-            rc = ACL_E_IO;
-        } else if (S_ISREG(st.st_mode) && st.st_size > 0 &&
-                   (unsigned long long)st.st_size < ACL__FILE_MAX) {
-            cap = (size_t)st.st_size + 1; /* +1: EOF is seen without a regrow */
-        }
-    }
-    while (rc == ACL_OK) {
-        if (n == cap || !buf) {
-            size_t ncap = n == cap ? (cap ? cap * 2 : 4096) : cap;
-            if (ncap > ACL__FILE_MAX + 1) {
-                acl__seterr(err, errlen, "%s: file too large", path);
-                rc = ACL_E_IO;
-                break;
-            }
-            char *nb = gmq_realloc(buf, ncap);
-            if (!nb) {
-                acl__seterr(err, errlen, "%s: out of memory", path);
-                rc = ACL_E_NOMEM;
-                break;
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            acl__seterr(err, errlen, "%s: %s", path, strerror(errno));
-            rc = ACL_E_IO;
-            break;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    if (rc != ACL_OK) {
-        gmq_free(buf);
-        return rc;
-    }
-    *out = buf;
-    *outlen = n;
-    return ACL_OK;
+    int rc = gmq_read_file(path, ACL__FILE_MAX, out, outlen, err, errlen);
+    return rc == GMQ_READ_OK ? ACL_OK : rc == GMQ_READ_NOMEM ? ACL_E_NOMEM : ACL_E_IO;
 }
 
 int acl_load(const char *path, acl **out, char *err, size_t errlen)

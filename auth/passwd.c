@@ -20,6 +20,7 @@
 #include <mbedtls/platform_util.h>
 
 #include "broker/alloc.h"
+#include "broker/readfile.h"
 
 /* A password file is operator data, but a mistaken path (a disk image, a
  * device) must not make the broker try to hold gigabytes. 100k users take
@@ -351,62 +352,8 @@ static bool passwd__split(const char *line, size_t len, const char **name, size_
 static int passwd__read_all(const char *path, char **out, size_t *outlen,
                             char *err, size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        passwd__seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return PASSWD_E_IO;
-    }
-    int rc = PASSWD_OK;
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
-        (unsigned long long)st.st_size < PASSWD__FILE_MAX)
-        cap = (size_t)st.st_size + 1; /* +1: EOF is seen without a regrow */
-    for (;;) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 4096;
-            if (ncap > PASSWD__FILE_MAX + 1) {
-                passwd__seterr(err, errlen, "%s: file too large", path);
-                rc = PASSWD_E_IO;
-                break;
-            }
-            char *nb = gmq_realloc(buf, ncap);
-            if (!nb) {
-                passwd__seterr(err, errlen, "%s: out of memory", path);
-                rc = PASSWD_E_NOMEM;
-                break;
-            }
-            buf = nb;
-            cap = ncap;
-        } else if (!buf) {
-            buf = gmq_malloc(cap);
-            if (!buf) {
-                passwd__seterr(err, errlen, "%s: out of memory", path);
-                rc = PASSWD_E_NOMEM;
-                break;
-            }
-        }
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            passwd__seterr(err, errlen, "%s: %s", path, strerror(errno));
-            rc = PASSWD_E_IO;
-            break;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    if (rc != 0) {
-        gmq_free(buf);
-        return rc;
-    }
-    *out = buf;
-    *outlen = n;
-    return PASSWD_OK;
+    int rc = gmq_read_file(path, PASSWD__FILE_MAX, out, outlen, err, errlen);
+    return rc == GMQ_READ_OK ? PASSWD_OK : rc == GMQ_READ_NOMEM ? PASSWD_E_NOMEM : PASSWD_E_IO;
 }
 
 /* ---- loaded file ----------------------------------------------------------- */

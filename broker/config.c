@@ -10,6 +10,7 @@
 
 #include "broker/alloc.h"
 #include "broker/log.h"
+#include "broker/readfile.h"
 #include "mqtt.h"
 
 #define MAX_ARGS 8
@@ -599,32 +600,17 @@ error:
 
 int gmq_config_load(const char *path, gmq_config *out, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
     char *text = NULL;
-    int rc = -1;
-    if (!f) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    size_t len;
+    if (gmq_read_file(path, 64u * 1024 * 1024, &text, &len, err, errlen) != GMQ_READ_OK)
         return -1;
-    }
-    if (fseek(f, 0, SEEK_END) != 0)
-        goto io_error;
-    long size = ftell(f);
-    if (size < 0 || size > 64L * 1024 * 1024)
-        goto io_error;
-    rewind(f);
-    if (!(text = gmq_malloc((size_t)size + 1))) {
-        snprintf(err, errlen, "%s: out of memory", path);
-        goto out;
-    }
-    if (fread(text, 1, (size_t)size, f) != (size_t)size)
-        goto io_error;
-    text[size] = '\0';
-    if (memchr(text, '\0', (size_t)size)) {
+    int rc = -1;
+    char *dir = NULL;
+    if (memchr(text, '\0', len)) {
         snprintf(err, errlen, "%s: contains a NUL byte", path);
         goto out;
     }
-    char *dir = gmq_strdup(path);
-    if (!dir) {
+    if (!(dir = gmq_strdup(path))) {
         snprintf(err, errlen, "%s: out of memory", path);
         goto out;
     }
@@ -632,12 +618,8 @@ int gmq_config_load(const char *path, gmq_config *out, char *err, size_t errlen)
     if (slash)
         *slash = '\0';
     rc = gmq_config_parse(text, path, slash ? dir : NULL, out, err, errlen);
-    gmq_free(dir);
-    goto out;
-io_error:
-    snprintf(err, errlen, "%s: cannot read: %s", path, errno ? strerror(errno) : "too large");
 out:
+    gmq_free(dir);
     gmq_free(text);
-    fclose(f);
     return rc;
 }
