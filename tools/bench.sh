@@ -22,13 +22,19 @@
 #             BENCH_RETAINED retained messages in the persistence file
 #   acl       one-to-one QoS 0 and 1 of password users, without and with an
 #             ACL file of 10,000 rules (1000 companies x 10)
+#   telemetry gatemq only (Mosquitto has no telemetry hook): QoS 1 publishes
+#             acknowledged per second of one TLS device, JSON readings, to a
+#             plain topic and to a telemetry topic with the outbox draining to
+#             a file and to InfluxDB (a private influxd); backlog and drain
+#             time of the sink
 #
 # Environment: BENCH_REPS (3), BENCH_SECONDS (3: publishing time of each
 # throughput run), BENCH_IDLE (10000), BENCH_FANOUT (100), BENCH_ONLY
 # ("mosquitto" or "gatemq" to run one broker), BENCH_GROUPS (see above),
 # BENCH_TLS_IDLE (2000), BENCH_HANDSHAKES (500 full; resumed: 20 times as
 # many), BENCH_RETAINED (200000), BENCH_RETAIN_TOPICS (1000: topics the
-# durable publisher cycles over).
+# durable publisher cycles over), INFLUXD (/usr/bin/influxd, for the telemetry
+# group's InfluxDB sink; the row says "unavailable" without it).
 set -u
 
 BUILD=${1:-build}
@@ -40,11 +46,13 @@ IDLE=${BENCH_IDLE:-10000}
 FANOUT=${BENCH_FANOUT:-100}
 SECS=${BENCH_SECONDS:-3}
 ONLY=${BENCH_ONLY:-}
-BGROUPS=${BENCH_GROUPS:-plain tls durable startup acl}
+BGROUPS=${BENCH_GROUPS:-plain tls durable startup acl telemetry}
 TLS_IDLE=${BENCH_TLS_IDLE:-2000}
 HANDSHAKES=${BENCH_HANDSHAKES:-500}
 RETAINED=${BENCH_RETAINED:-200000}
 RETAIN_TOPICS=${BENCH_RETAIN_TOPICS:-1000}
+INFLUXD=${INFLUXD:-/usr/bin/influxd}
+DRAIN_TIMEOUT=60 # seconds the telemetry sink gets to empty the outbox
 PASSWD_TOOL=$BUILD/gatemq-passwd
 CERT_TOOL=$(dirname "$0")/gatemq-cert
 RUN_TIMEOUT=180
@@ -53,10 +61,9 @@ HZ=$(getconf CLK_TCK)
 
 die() { echo "bench: $*" >&2; exit 1; }
 [ -x "$BENCH" ] || die "$BENCH is missing (make B=$BUILD $BENCH)"
-[ -x "$MOSQUITTO" ] || die "$MOSQUITTO is missing (apt-get install mosquitto)"
 in_groups() { case " $BGROUPS " in *" $1 "*) return 0 ;; esac; return 1; }
 for g in $BGROUPS; do
-    case $g in plain | tls | durable | startup | acl) ;; *) die "unknown group '$g' in BENCH_GROUPS" ;; esac
+    case $g in plain | tls | durable | startup | acl | telemetry) ;; *) die "unknown group '$g' in BENCH_GROUPS" ;; esac
 done
 if in_groups acl; then
     [ -x "$PASSWD_TOOL" ] || die "$PASSWD_TOOL is missing (make B=$BUILD $PASSWD_TOOL), or leave acl out of BENCH_GROUPS"
@@ -64,9 +71,11 @@ fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gatemq-bench.XXXXXX") || die "mktemp failed"
 BROKER_PID=""
+IX_PID=""
 cleanup() {
     exec 3>&-
     [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
+    [ -n "$IX_PID" ] && kill "$IX_PID" 2>/dev/null && wait "$IX_PID" 2>/dev/null
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -94,6 +103,16 @@ PKI=$TMP/pki
 DB=$TMP/db
 TLS="--tls --cafile $PKI/ca.crt --servername localhost"
 USER_OPTS="-u bench --password bench-password -t bench/acl"
+# Telemetry: one device of company acme (certificate CN gw-0001, so client id
+# gw-0001), JSON readings, QoS 1, window 64, cycling over 1000 topics under
+# its prefix: InfluxDB keeps one point per series (tags company, device,
+# topic) and millisecond, so one topic at tens of thousands of points/s
+# would collapse most points into one; 1000 topics keep every point apart
+# up to 1M msg/s and make the count in the database a loss check. Only the
+# publisher side is measured (-S 0): the hook sits between PUBLISH and
+# PUBACK, and the sink's count, not a subscriber, checks that every
+# acknowledged reading became a point.
+DEV_OPTS="--tls --cafile $PKI/ca.crt --servername localhost --cert $PKI/device.crt --key $PKI/device.key --client-id gw-0001 --json-payload -q 1 -w 64 -P 1 -S 0 --topics 1000 -d $SECS"
 ALL_SCENARIOS="one-to-one QoS 0|rate|plain|-q 0 -P 1 -S 1 -d $SECS
 one-to-one QoS 1|rate|plain|-q 1 -P 1 -S 1 -d $SECS
 one-to-one QoS 2|rate|plain|-q 2 -P 1 -S 1 -d $SECS
@@ -112,12 +131,19 @@ start with $RETAINED retained|startup|startup|--startup 120
 users, no ACL, QoS 0|rate|users|-q 0 -P 1 -S 1 -d $SECS $USER_OPTS
 users, 10k-rule ACL, QoS 0|rate|acl|-q 0 -P 1 -S 1 -d $SECS $USER_OPTS
 users, no ACL, QoS 1|rate|users|-q 1 -P 1 -S 1 -d $SECS $USER_OPTS
-users, 10k-rule ACL, QoS 1|rate|acl|-q 1 -P 1 -S 1 -d $SECS $USER_OPTS"
+users, 10k-rule ACL, QoS 1|rate|acl|-q 1 -P 1 -S 1 -d $SECS $USER_OPTS
+(a) QoS 1 to bench/, hook idle|tele|tele-off|$DEV_OPTS -t bench/gw-0001
+(b) telemetry/, file sink|tele|tele-file|$DEV_OPTS -t telemetry/gw-0001
+(c) telemetry/, InfluxDB sink|tele|tele-influx|$DEV_OPTS -t telemetry/gw-0001
+(d) sink down, then file|tele|tele-down-file|$DEV_OPTS -t telemetry/gw-0001
+(e) sink down, then InfluxDB|tele|tele-down-influx|$DEV_OPTS -t telemetry/gw-0001
+(r) retained to bench/ (reference)|tele|tele-retained|$DEV_OPTS -t bench/gw-0001 --retain"
 
 group_of() { # variant
     case $1 in
     durable-*) echo durable ;;
     users | acl) echo acl ;;
+    tele-*) echo telemetry ;;
     *) echo "$1" ;;
     esac
 }
@@ -127,6 +153,13 @@ SCENARIOS=$(echo "$ALL_SCENARIOS" | while IFS='|' read -r name metric variant op
     in_groups "$(group_of "$variant")" && echo "$name|$metric|$variant|$opts"
 done)
 [ -n "$SCENARIOS" ] || die "BENCH_GROUPS '$BGROUPS' selects no scenario"
+# Scenarios for both brokers; the telemetry ones are gatemq's alone.
+if echo "$SCENARIOS" | grep -qv '|tele-'; then
+    [ -x "$MOSQUITTO" ] || die "$MOSQUITTO is missing (apt-get install mosquitto)"
+    BOTH=1
+else
+    BOTH=0
+fi
 
 # ---- material: certificates, users, ACL files -----------------------------
 
@@ -138,6 +171,13 @@ make_pki() {
         sh "$CERT_TOOL" server "$PKI/ca" localhost --ip 127.0.0.1 >/dev/null || return 1
     cp "$PKI/ca/ca.crt" "$PKI/ca/server.crt" "$PKI/ca/server.key" "$PKI/"
     chmod 0644 "$PKI/server.key"
+}
+
+# The telemetry group's device: company acme (subject O), device gw-0001 (CN).
+make_device() {
+    sh "$CERT_TOOL" device "$PKI/ca" acme gw-0001 >/dev/null || return 1
+    cp "$PKI/ca/devices/acme/gw-0001.crt" "$PKI/device.crt" &&
+        cp "$PKI/ca/devices/acme/gw-0001.key" "$PKI/device.key"
 }
 
 # Password user "bench" (both brokers read the $7$ format) and, for the ACL
@@ -235,6 +275,25 @@ EOF
     gatemq/startup)
         echo "persistence_file $DB/gatemq-startup.db" >>"$3"
         ;;
+    gatemq/tele-*)
+        # Certificates make the publisher a device; anonymous TLS clients
+        # (start_broker's probe) are still let in. Every telemetry variant,
+        # the reference rows too, has the hook and a sink configured: only
+        # the topic differs between (a) and (b).
+        cat >>"$3" <<EOF
+certfile $PKI/server.crt
+keyfile $PKI/server.key
+cafile $PKI/ca.crt
+require_certificate false
+persistence_file $DB/gatemq.db
+telemetry_topic telemetry/#
+EOF
+        case $4 in
+        tele-influx) echo "sink influxdb $IX_URL $IX_DB" >>"$3" ;;
+        tele-down) echo "sink influxdb http://127.0.0.1:$DEAD_PORT/ down" >>"$3" ;;
+        *) echo "sink file $TMP/points.lp" >>"$3" ;;
+        esac
+        ;;
     */users | */acl)
         echo "password_file $TMP/passwd" >>"$3"
         [ "$4" = acl ] && echo "acl_file $TMP/$1.acl" >>"$3"
@@ -276,7 +335,7 @@ EOF
 
 # Options of a client of a broker in this variant: TLS or not.
 client_opts() { # variant
-    case $1 in tls) echo "$TLS" ;; *) echo "" ;; esac
+    case $1 in tls | tele-*) echo "$TLS" ;; *) echo "" ;; esac
 }
 
 # Start a broker on a free port, without waiting; sets BROKER_PID and PORT.
@@ -370,6 +429,10 @@ run_one() { # broker scenario-index metric variant options
     out=$TMP/res.$1.$2
     case $4 in
     durable-*) rm -f "$DB"/gatemq.db* "$DB"/mosquitto.db* ;; # every repetition starts empty
+    tele-*)
+        run_tele "$@"
+        return $?
+        ;;
     esac
     if [ "$3" = startup ]; then
         run_startup "$@"
@@ -486,6 +549,234 @@ run_startup() { # broker scenario-index metric variant options
     return 0
 }
 
+# ---- telemetry -------------------------------------------------------------
+
+now_s() { date +%s.%N; }
+
+# A private influxd for the InfluxDB sink: its own directory under $TMP,
+# HTTP and RPC on free loopback ports, no reporting, monitor store or query
+# log (the configuration of the integration tests). Sets IX_PID and IX_URL;
+# on failure leaves IX_URL empty and says why in the notes.
+start_influxd() {
+    IX_URL=""
+    if [ ! -x "$INFLUXD" ] || ! command -v curl >/dev/null; then
+        echo "gatemq: InfluxDB sink row unavailable: needs $INFLUXD (apt-get install influxdb) and curl" >>"$TMP/notes"
+        return 1
+    fi
+    ix=$TMP/influxd
+    mkdir -p "$ix"
+    http=$("$BENCH" --free-port) && rpc=$("$BENCH" --free-port) || return 1
+    cat >"$ix/influxdb.conf" <<EOF
+reporting-disabled = true
+bind-address = "127.0.0.1:$rpc"
+[meta]
+  dir = "$ix/meta"
+  logging-enabled = false
+[data]
+  dir = "$ix/data"
+  wal-dir = "$ix/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:$http"
+  auth-enabled = false
+  log-enabled = false
+  unix-socket-enabled = false
+EOF
+    "$INFLUXD" run -config "$ix/influxdb.conf" >"$ix/log" 2>&1 &
+    IX_PID=$!
+    i=0
+    while [ $i -lt 150 ] && kill -0 "$IX_PID" 2>/dev/null; do
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$http/ping")" = 204 ]; then
+            IX_URL=http://127.0.0.1:$http
+            return 0
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    echo "gatemq: InfluxDB sink row unavailable: influxd did not answer /ping in 15 s; its log:" >>"$TMP/notes"
+    tail -n 5 "$ix/log" | sed 's/^/    /' >>"$TMP/notes"
+    stop_influxd
+    return 1
+}
+
+stop_influxd() {
+    [ -n "$IX_PID" ] || return 0
+    kill "$IX_PID" 2>/dev/null
+    i=0
+    while kill -0 "$IX_PID" 2>/dev/null && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    kill -9 "$IX_PID" 2>/dev/null
+    wait "$IX_PID" 2>/dev/null
+    IX_PID=""
+}
+
+influx_query() { # database ("" for none) query -> JSON on stdout
+    if [ -n "$1" ]; then
+        curl -s -m 30 -XPOST "$IX_URL/query" --data-urlencode "db=$1" --data-urlencode "q=$2"
+    else
+        curl -s -m 30 -XPOST "$IX_URL/query" --data-urlencode "q=$2"
+    fi
+}
+
+# Points influxd has accepted over HTTP since it started (all databases),
+# from its own counters: cheap enough to poll, unlike a count(). Empty if
+# influxd does not answer.
+influx_written() {
+    curl -s -m 5 -G "$IX_URL/query" --data-urlencode "q=SHOW STATS FOR 'httpd'" | awk '{
+        c = $0; sub(/.*"columns":\[/, "", c); sub(/\].*/, "", c)
+        v = $0; sub(/.*"values":\[\[/, "", v); sub(/\]\].*/, "", v)
+        n = split(c, cn, ","); split(v, vv, ",")
+        for (i = 1; i <= n; i++) if (cn[i] == "\"pointsWrittenOK\"") print vv[i] }'
+}
+
+ix_ticks() {
+    sed 's/^.*) //' "/proc/$IX_PID/stat" | awk '{ print $12 + $13 }'
+}
+
+# Points the sink has taken so far: lines in the file, or points influxd
+# accepted beyond IX_BASE.
+sunk() { # variant
+    case $1 in
+    tele-influx)
+        w=$(influx_written)
+        [ -n "$w" ] && echo $((w - IX_BASE))
+        ;;
+    *) if [ -f "$TMP/points.lp" ]; then wc -l <"$TMP/points.lp"; else echo 0; fi ;;
+    esac
+}
+
+# One telemetry repetition, on a fresh database (and InfluxDB database): the
+# device publishes for BENCH_SECONDS. Rows with a live sink then measure the
+# backlog (acknowledged points not yet in the sink) and the time until the
+# sink holds every point, polling it every 50 ms. tele-down-* rows publish
+# while the sink is down (a closed port: the outbox only grows), stop the
+# broker, start it again with the working sink and time the drain of the
+# whole outbox from that start. Appends "OK rate cpu-publishing gen-busy
+# cpu-to-drained backlog drain-s drain-points/s influxd-cpu-per-point" ("-"
+# where a figure does not apply), or the failure word.
+run_tele() { # broker scenario-index metric variant options
+    out=$TMP/res.$1.$2
+    rm -f "$DB"/gatemq.db* "$TMP/points.lp"
+    case $4 in
+    tele-file | tele-influx) mode=live sinkv=$4 pubv=$4 ;;
+    tele-down-*) mode=later sinkv=tele-${4#tele-down-} pubv=tele-down ;;
+    *) mode=none sinkv=$4 pubv=$4 ;;
+    esac
+    if [ "$sinkv" = tele-influx ]; then
+        if [ -z "${IX_URL:-}" ]; then
+            echo "UNAVAILABLE" >>"$out"
+            return 0
+        fi
+        IX_RUN=$((${IX_RUN:-0} + 1))
+        IX_DB=bench$IX_RUN
+        if ! influx_query "" "CREATE DATABASE $IX_DB" | grep -q '"statement_id":0}'; then
+            echo "bench: cannot create InfluxDB database $IX_DB" >&2
+            echo "FAIL" >>"$out"
+            return 0
+        fi
+        IX_BASE=$(influx_written)
+        IX_BASE=${IX_BASE:-0}
+        ix0=$(ix_ticks)
+    fi
+    if [ $mode = later ]; then
+        DEAD_PORT=$("$BENCH" --free-port) || return 1 # nothing listens there
+    fi
+    if ! start_broker "$1" "$pubv"; then
+        echo "UNAVAILABLE" >>"$out"
+        return 1
+    fi
+    t0=$(cpu_ticks)
+    # shellcheck disable=SC2086
+    timeout $RUN_TIMEOUT "$BENCH" -p "$PORT" $5 </dev/null >"$TMP/run.out" 2>&1
+    rc=$?
+    t1=$(cpu_ticks 2>/dev/null)
+    tp=$(now_s)
+    result=$(field result <"$TMP/run.out")
+    published=$(field published <"$TMP/run.out")
+    published=${published:-0}
+    n=$(sunk "$sinkv")
+    backlog=$((published - ${n:-0}))
+    cpu_before=0 # CPU of an earlier broker process of this repetition
+    why=""
+    if [ -z "$t1" ]; then
+        why="gatemq exited during the run"
+    elif [ $rc -ne 0 ] || [ "$result" != OK ] || [ "$published" -eq 0 ]; then
+        why="the generator failed"
+    elif [ $mode = later ]; then
+        [ "$backlog" = "$published" ] || why="$((published - backlog)) points reached a sink that was down"
+        stop_broker
+        cpu_before=$((t1 - t0)) t0=0
+        tp=$(now_s)
+        start_broker "$1" "$sinkv" || why="gatemq did not start again on its database"
+    elif [ $mode = none ]; then
+        sleep 0.5 # > sink_batch_delay: a point would have reached the sink by now
+        [ "$(sunk "$sinkv")" = 0 ] || why="$(sunk "$sinkv") points reached the sink from a non-telemetry topic"
+    fi
+    td=$tp
+    if [ -z "$why" ] && [ $mode != none ]; then
+        td=""
+        while [ -z "$td" ]; do
+            n=$(sunk "$sinkv")
+            t=$(now_s)
+            if [ "${n:-0}" -ge "$published" ]; then
+                td=$t
+            elif awk -v a="$tp" -v b="$t" -v m=$DRAIN_TIMEOUT 'BEGIN { exit !(b - a > m) }'; then
+                why="the sink took ${n:-?} of $published points in $DRAIN_TIMEOUT s"
+                break
+            else
+                sleep 0.05
+            fi
+        done
+        if [ -z "$why" ] && [ "$sinkv" = tele-influx ]; then
+            # The loss check proper: every acknowledged reading is a point.
+            count=$(influx_query "$IX_DB" "SELECT count(v) FROM telemetry" |
+                sed -n 's/.*"values":\[\[[^,]*,\([0-9]*\)\]\].*/\1/p')
+            [ "${count:-0}" = "$published" ] ||
+                why="InfluxDB holds ${count:-no} points of $published acknowledged"
+        fi
+        n=$(sunk "$sinkv")
+        [ -z "$why" ] && [ "$n" != "$published" ] &&
+            why="the sink holds $n points of $published acknowledged"
+    fi
+    t2=$(cpu_ticks 2>/dev/null)
+    ixcpu="-"
+    if [ "$sinkv" = tele-influx ] && [ -z "$why" ]; then
+        ixcpu=$(awk -v d=$(($(ix_ticks) - ix0)) -v hz="$HZ" -v n="$published" \
+            'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+        influx_query "" "DROP DATABASE $IX_DB" >/dev/null
+    fi
+    if [ -n "$why" ]; then
+        echo "FAIL" >>"$out"
+        echo "bench: gatemq, $(echo "$SCENARIOS" | sed -n "${2}p" | cut -d'|' -f1), rep failed: $why" >&2
+        sed 's/^/    /' "$TMP/run.out" >&2
+        tail -n 5 "$TMP/$1.log" | sed 's/^/    /' >&2
+    else
+        # drain points/s only where the backlog is the whole outbox: a live
+        # sink's few leftover points measure its batch delay, not a rate.
+        awk -v r="$(field pub_rate <"$TMP/run.out")" -v gb="$(field gen_busy <"$TMP/run.out")" \
+            -v a="$t0" -v b="$t1" -v c="${t2:-$t1}" -v e="$cpu_before" -v hz="$HZ" \
+            -v n="$published" -v k="$backlog" -v m=$mode -v tp="$tp" -v td="$td" -v ix="$ixcpu" \
+            'BEGIN {
+                if (m == "later") b = a + e # the first process: publishing only
+                printf "OK %s %.2f %s %.2f ", r, (b - a) * 1e6 / hz / n, gb,
+                    (c - a + e) * 1e6 / hz / n
+                d = td - tp
+                if (m == "none") printf "- - -"
+                else printf "%d %.2f %s", k, d, (m == "later" && d > 0) ? sprintf("%.0f", k / d) : "-"
+                printf " %s\n", ix
+            }' >>"$out"
+    fi
+    stop_broker
+    return 0
+}
+
 # ---- summary ---------------------------------------------------------------
 
 # Median of column COL over the OK lines of a result file, or the failure
@@ -498,7 +789,7 @@ cell() { # file column
         case $bad in UNAVAILABLE*) echo "unavailable" ;; *) echo "$bad" ;; esac
         return
     fi
-    awk -v c="$2" '$1 == "OK" { print $c }' "$1" | sort -g |
+    awk -v c="$2" '$1 == "OK" && $c != "-" { print $c }' "$1" | sort -g |
         awk '{ v[NR] = $1 } END {
             if (NR == 0) { print "-"; exit }
             m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
@@ -527,6 +818,7 @@ row() { # scenario metric mosq gatemq mosq-cpu gatemq-cpu
 # ---- main ------------------------------------------------------------------
 
 BROKERS="mosquitto gatemq"
+[ $BOTH = 0 ] && BROKERS=gatemq
 [ -n "$ONLY" ] && BROKERS=$ONLY
 gatemq_ok=1
 if echo "$BROKERS" | grep -q gatemq && [ ! -x "$GATEMQ" ]; then
@@ -534,8 +826,14 @@ if echo "$BROKERS" | grep -q gatemq && [ ! -x "$GATEMQ" ]; then
     gatemq_ok=0
 fi
 mkdir -p "$PKI" "$DB"
-if in_groups tls; then
+if in_groups tls || in_groups telemetry; then
     make_pki || die "cannot make the test certificates with $CERT_TOOL"
+fi
+if in_groups telemetry; then
+    make_device || die "cannot make the device certificate with $CERT_TOOL"
+    if echo "$BROKERS" | grep -q gatemq && echo "$SCENARIOS" | grep -q '|tele-influx|'; then
+        start_influxd
+    fi
 fi
 if in_groups acl; then
     make_acl || die "cannot write the password and ACL files"
@@ -546,7 +844,8 @@ fi
 
 echo "gatemq benchmark: $REPS repetition(s) per figure, median shown"
 echo "  host:      $(nproc) CPU(s), $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1), Linux $(uname -r)"
-echo "  mosquitto: $("$MOSQUITTO" -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -n 1)"
+[ $BOTH = 1 ] && echo "  mosquitto: $("$MOSQUITTO" -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -n 1)"
+[ -n "${IX_URL:-}" ] && echo "  influxd:   $("$INFLUXD" version 2>/dev/null | head -n 1)"
 echo "  groups:    $BGROUPS"
 echo
 
@@ -561,6 +860,7 @@ for broker in $BROKERS; do
             echo "UNAVAILABLE" >"$TMP/res.$broker.$idx"
             continue
         fi
+        case $variant in tele-*) continue ;; esac # gatemq only, interleaved below
         printf "  %-9s %-34s" "$broker" "$name" >&2
         rep=0
         while [ $rep -lt "$REPS" ]; do
@@ -577,12 +877,39 @@ for broker in $BROKERS; do
 $SCENARIOS
 EOF
 done
+# Telemetry: gatemq only (Mosquitto has no such hook). Each figure is a ratio
+# to row (a), so the repetitions are interleaved (every scenario once per
+# round) rather than run back to back: load from elsewhere on the machine
+# then weighs on all rows of a round alike.
+if echo "$SCENARIOS" | grep -q '|tele|' && echo "$BROKERS" | grep -q gatemq; then
+    rep=0
+    while [ $rep -lt "$REPS" ] && [ $gatemq_ok = 1 ]; do
+        rep=$((rep + 1))
+        printf "  %-9s %-34s" gatemq "telemetry, round $rep of $REPS:" >&2
+        idx=0
+        while IFS='|' read -r name metric variant opts <&4; do
+            idx=$((idx + 1))
+            [ "$metric" = tele ] || continue
+            if ! run_one gatemq $idx "$metric" "$variant" "$opts"; then
+                gatemq_ok=0
+                break
+            fi
+            printf " %s %s" "${name%% *}" "$(tail -n 1 "$TMP/res.gatemq.$idx" | cut -d' ' -f1-2)" >&2
+        done 4<<EOF
+$SCENARIOS
+EOF
+        echo >&2
+    done
+fi
 echo "  (took $(($(date +%s) - start)) s)" >&2
 echo
+stop_influxd
 
+if [ $BOTH = 1 ]; then
 printf "%-34s %-14s %12s %12s %7s %9s %9s\n" scenario metric mosquitto gatemq ratio \
     "mosq-cpu" "gmq-cpu"
 printf "%-34s %-14s %12s %12s %7s %9s %9s\n" "" "" "" "" "g/m" "us/op" "us/op"
+fi
 idx=0
 while IFS='|' read -r name metric variant opts <&4; do
     idx=$((idx + 1))
@@ -625,6 +952,7 @@ while IFS='|' read -r name metric variant opts <&4; do
         row "" "p99.9 us" "$(cell "$m" 4)" "$(cell "$g" 4)" "" ""
         ;;
     idle) row "$name" "bytes/conn" "$(cell "$m" 2)" "$(cell "$g" 2)" "" "" ;;
+    tele) ;; # their own table below
     startup)
         row "$name" "s to SUBACK" "$(cell "$m" 2)" "$(cell "$g" 2)" "" ""
         row "" "s to accept" "$(cell "$m" 4)" "$(cell "$g" 4)" "" ""
@@ -634,9 +962,45 @@ while IFS='|' read -r name metric variant opts <&4; do
 done 4<<EOF
 $SCENARIOS
 EOF
-echo
+[ $BOTH = 1 ] && echo
 [ -f "$TMP/aclnotes" ] && cat "$TMP/aclnotes"
+
+# Telemetry: gatemq alone, each row against (a), the same device and load
+# on a topic the hook ignores.
+if echo "$SCENARIOS" | grep -q '|tele|' && echo "$BROKERS" | grep -q gatemq; then
+    echo "telemetry (gatemq only: Mosquitto has no telemetry hook), one TLS device, QoS 1, window 64"
+    printf "%-34s %11s %6s %8s %8s %8s %7s %9s %8s\n" scenario "acked msg/s" "vs (a)" \
+        "cpu pub" "cpu all" backlog "drain s" "drain p/s" "influxd"
+    printf "%-34s %11s %6s %8s %8s %8s %7s %9s %8s\n" "" "" "" "us/msg" "us/msg" points "" "" "us/pt"
+    base=""
+    idx=0
+    while IFS='|' read -r name metric variant opts <&4; do
+        idx=$((idx + 1))
+        [ "$metric" = tele ] || continue
+        g=$TMP/res.gatemq.$idx
+        rate=$(cell "$g" 2)
+        [ "$variant" = tele-off ] && base=$rate
+        printf "%-34s %11s %6s %8s %8s %8s %7s %9s %8s\n" "$name" "$(fmt "$rate")" \
+            "$(ratio "$rate" "$base")" "$(fmt "$(cell "$g" 3)")" "$(fmt "$(cell "$g" 5)")" \
+            "$(fmt "$(cell "$g" 6)")" "$(fmt "$(cell "$g" 7)")" "$(fmt "$(cell "$g" 8)")" \
+            "$(fmt "$(cell "$g" 9)")"
+        busy=$(cell "$g" 4)
+        case $busy in
+        '' | *[!0-9.]*) ;;
+        *) awk -v b="$busy" 'BEGIN { exit !(b > 0.9) }' &&
+            echo "gatemq: $name: generator at $busy of a core; the broker may be faster" >>"$TMP/notes" ;;
+        esac
+    done 4<<EOF
+$SCENARIOS
+EOF
+    echo "cpu pub: broker CPU per acked publish while publishing; cpu all: until the sink"
+    echo "held every point. backlog: acked points not yet in the sink when the publisher"
+    echo "finished; drain s: time until the sink held them all (polled every 50 ms)."
+    echo
+fi
 [ -f "$TMP/notes" ] && cat "$TMP/notes"
+if [ $BOTH = 1 ]; then
 echo "ratio g/m: gatemq / mosquitto; above 1 is better for deliveries/s, msg/s and"
 echo "handshakes/s, below 1 for latency, bytes/conn, seconds and CPU. CPU us/op: broker"
 echo "utime+stime per delivery (per acknowledged publish, per handshake)."
+fi

@@ -14,6 +14,13 @@
  * losses and duplicates. Nothing is measured until every CONNACK and SUBACK
  * has arrived.
  *
+ * With --json-payload the payload is instead a telemetry reading as a gateway
+ * would send it, {"ts":<wall-clock ms>,"seq":N,"v":<float>}; subscribers take
+ * the publisher from the topic (PREFIX/i...), "seq" for losses and duplicates,
+ * and "ts" for latency (wall clock, so millisecond resolution). --client-id
+ * gives the one connection of a run a fixed client id, as a device whose
+ * certificate CN must match it needs.
+ *
  * A run ends when every expected delivery has arrived, or when nothing has
  * progressed for -T seconds. Missing deliveries are reported as LOST and make
  * the exit status 1: a rate is never printed as if the run were fine.
@@ -124,7 +131,9 @@ static struct bench {
     uint32_t count;
     double duration, rate, drain_timeout, setup_timeout;
     size_t size;
-    bool json, pairs, idle_mode, have_duration, have_count;
+    bool json, pairs, idle_mode, have_duration, have_count, have_size;
+    bool json_payload;      /* --json-payload: {"ts":..,"seq":..,"v":..} payloads */
+    const char *client_id;  /* --client-id: the id of the run's one connection */
     bool retain;            /* --retain: publish retained messages */
     unsigned topics;        /* --topics: topics per publisher (1) */
     const char *username, *password;
@@ -161,6 +170,7 @@ static struct bench {
     bool flow_blocked;
     double gen_cpu; /* our own CPU seconds during the run */
     uint64_t received, unique, dups, gaps;
+    uint64_t payload_bytes; /* sum of the payload sizes sent (they vary with --json-payload) */
     hist lat;
     char error[256];
 } b = {
@@ -188,6 +198,13 @@ static uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static double cpu_seconds(void)
@@ -619,6 +636,8 @@ static void send_connect(conn *c)
         .keep_alive = (uint16_t)b.keepalive,
         .client_id = { (const uint8_t *)id, (size_t)len },
     };
+    if (b.client_id)
+        m.client_id = (mqtt_span){ (const uint8_t *)b.client_id, strlen(b.client_id) };
     if (b.username) {
         m.has_username = true;
         m.username = (mqtt_span){ (const uint8_t *)b.username, strlen(b.username) };
@@ -765,6 +784,70 @@ static void pub_ack(conn *c, const mqtt_frame *f)
     c->done++;
 }
 
+/* One delivery of publisher pub's message seq, latency lat_ns. */
+static void sub_count(conn *c, uint32_t pub, uint32_t seq, uint64_t lat_ns, uint64_t now)
+{
+    uint32_t *next = &c->next_seq[b.pairs ? 0 : pub];
+    b.received++;
+    if (seq >= *next) {
+        b.unique++;
+        b.gaps += seq - *next;
+        *next = seq + 1;
+    } else {
+        b.dups++; /* a redelivery, or a reordering that the gap count shows */
+    }
+    hist_add(&b.lat, lat_ns);
+    b.t_last_deliv = now;
+}
+
+/* An unsigned decimal at *pp (advanced past it); -1 if there is none. */
+static int parse_decimal(const uint8_t **pp, const uint8_t *end, uint64_t *v)
+{
+    const uint8_t *p = *pp;
+    uint64_t x = 0;
+    if (p == end || *p < '0' || *p > '9')
+        return -1;
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+        if (x > (UINT64_MAX - 9) / 10)
+            return -1;
+        x = x * 10 + (uint64_t)(*p - '0');
+    }
+    *pp = p;
+    *v = x;
+    return 0;
+}
+
+/* A --json-payload message: the publisher index from the topic
+ * (PREFIX/i or PREFIX/i/k), "ts" and "seq" from the payload, which starts
+ * {"ts":T,"seq":N, exactly as pub_encode_one writes it. */
+static int json_payload_parse(const mqtt_publish *p, uint32_t *pub, uint32_t *seq,
+                              uint64_t *ts_ms)
+{
+    size_t plen = strlen(b.prefix);
+    const uint8_t *t = p->topic.ptr, *tend = t + p->topic.len;
+    if (p->topic.len <= plen + 1 || memcmp(t, b.prefix, plen) != 0 || t[plen] != '/')
+        return -1;
+    t += plen + 1;
+    uint64_t v;
+    if (parse_decimal(&t, tend, &v) < 0 || v >= b.pubs || (t != tend && *t != '/'))
+        return -1;
+    *pub = (uint32_t)v;
+    static const char head[] = "{\"ts\":", mid[] = ",\"seq\":";
+    const uint8_t *s = p->payload.ptr, *end = s + p->payload.len;
+    if (p->payload.len < sizeof head - 1 || memcmp(s, head, sizeof head - 1) != 0)
+        return -1;
+    s += sizeof head - 1;
+    if (parse_decimal(&s, end, ts_ms) < 0)
+        return -1;
+    if ((size_t)(end - s) < sizeof mid - 1 || memcmp(s, mid, sizeof mid - 1) != 0)
+        return -1;
+    s += sizeof mid - 1;
+    if (parse_decimal(&s, end, &v) < 0 || v > UINT32_MAX)
+        return -1;
+    *seq = (uint32_t)v;
+    return 0;
+}
+
 static void sub_publish(conn *c, const mqtt_frame *f, uint64_t now)
 {
     char name[64];
@@ -781,6 +864,25 @@ static void sub_publish(conn *c, const mqtt_frame *f, uint64_t now)
 
     uint32_t magic, pub, seq;
     uint64_t ts;
+    if (b.json_payload) {
+        uint64_t sent_ms;
+        if (json_payload_parse(&p, &pub, &seq, &sent_ms) < 0) {
+            fail("%s: foreign message on %.*s (not a --json-payload reading under %s)",
+                 conn_name(c, name, sizeof name), (int)p.topic.len, (const char *)p.topic.ptr,
+                 b.prefix);
+            return;
+        }
+        if (b.pairs && pub != c->index) {
+            fail("%s: message of publisher %u on %.*s", conn_name(c, name, sizeof name), pub,
+                 (int)p.topic.len, (const char *)p.topic.ptr);
+            return;
+        }
+        /* Wall clock in whole milliseconds at both ends: a latency is off by
+         * up to 1 ms either way, which makes only the tails meaningful. */
+        uint64_t recv_ms = wall_ms();
+        sub_count(c, pub, seq, recv_ms > sent_ms ? (recv_ms - sent_ms) * 1000000u : 0, now);
+        return;
+    }
     if (p.payload.len < BENCH_HDR) {
         fail("%s: foreign message on %.*s (%zu-byte payload)", conn_name(c, name, sizeof name),
              (int)p.topic.len, (const char *)p.topic.ptr, p.payload.len);
@@ -795,17 +897,7 @@ static void sub_publish(conn *c, const mqtt_frame *f, uint64_t now)
              conn_name(c, name, sizeof name), (int)p.topic.len, (const char *)p.topic.ptr);
         return;
     }
-    uint32_t *next = &c->next_seq[b.pairs ? 0 : pub];
-    b.received++;
-    if (seq >= *next) {
-        b.unique++;
-        b.gaps += seq - *next;
-        *next = seq + 1;
-    } else {
-        b.dups++; /* a redelivery, or a reordering that the gap count shows */
-    }
-    hist_add(&b.lat, now > ts ? now - ts : 0);
-    b.t_last_deliv = now;
+    sub_count(c, pub, seq, now > ts ? now - ts : 0, now);
 }
 
 static void handle_frame(conn *c, const mqtt_frame *f, uint64_t now)
@@ -995,14 +1087,25 @@ static void pub_encode_one(conn *c)
         c->inflight++;
     }
     uint32_t magic = BENCH_MAGIC, seq = c->sent;
-    uint64_t ts = now_ns();
-    memcpy(b.payload, &magic, 4);
-    memcpy(b.payload + 4, &c->index, 4);
-    memcpy(b.payload + 8, &seq, 4);
-    memcpy(b.payload + 12, &ts, 8);
+    size_t size = b.size;
+    if (b.json_payload) {
+        /* A reading that varies: 15.00 .. 24.99, the same sequence for every
+         * publisher. */
+        int n = snprintf((char *)b.payload, b.size, "{\"ts\":%" PRIu64 ",\"seq\":%" PRIu32
+                         ",\"v\":%u.%02u}", wall_ms(), seq, 15u + seq % 1000u / 100u,
+                         seq % 100u);
+        size = (size_t)n;
+    } else {
+        uint64_t ts = now_ns();
+        memcpy(b.payload, &magic, 4);
+        memcpy(b.payload + 4, &c->index, 4);
+        memcpy(b.payload + 8, &seq, 4);
+        memcpy(b.payload + 12, &ts, 8);
+    }
+    b.payload_bytes += size;
     mqtt_publish p = {
         .topic = { (const uint8_t *)c->topic, c->topic_len },
-        .payload = { b.payload, b.size },
+        .payload = { b.payload, size },
         .qos = (uint8_t)b.qos,
         .retain = b.retain,
         .packet_id = id,
@@ -1319,6 +1422,9 @@ static void usage(FILE *f)
         "  -T SECONDS     give up after this long without progress (10)\n"
         "  --pairs        subscriber i receives only publisher i (needs -P = -S)\n"
         "  --json         print the result as one JSON object\n"
+        "  --json-payload publish telemetry readings {\"ts\":<wall-clock ms>,\"seq\":N,\"v\":X}\n"
+        "                 (about 50 bytes) instead of -s bytes of binary header and filler\n"
+        "  --client-id ID client id of the run's only connection (e.g. a device's CN)\n"
         "  --idle N       open N idle connections, print \"ready N\", hold them until\n"
         "                 stdin reaches EOF (or -d SECONDS), then close them\n"
         "  --retain       publish retained messages\n"
@@ -1392,7 +1498,8 @@ static void parse_args(int argc, char **argv)
 {
     enum { OPT_JSON = 256, OPT_IDLE, OPT_PAIRS, OPT_FREE_PORT, OPT_HELP, OPT_RETAIN, OPT_TOPICS,
            OPT_USERNAME, OPT_PASSWORD, OPT_TLS, OPT_CAFILE, OPT_CERT, OPT_KEY, OPT_SERVERNAME,
-           OPT_HANDSHAKES, OPT_HS_ONLY, OPT_RESUME, OPT_STARTUP };
+           OPT_HANDSHAKES, OPT_HS_ONLY, OPT_RESUME, OPT_STARTUP, OPT_JSON_PAYLOAD,
+           OPT_CLIENT_ID };
     static const struct option longopts[] = {
         { "retain", no_argument, NULL, OPT_RETAIN },
         { "topics", required_argument, NULL, OPT_TOPICS },
@@ -1408,6 +1515,8 @@ static void parse_args(int argc, char **argv)
         { "resume", no_argument, NULL, OPT_RESUME },
         { "startup", required_argument, NULL, OPT_STARTUP },
         { "json", no_argument, NULL, OPT_JSON },
+        { "json-payload", no_argument, NULL, OPT_JSON_PAYLOAD },
+        { "client-id", required_argument, NULL, OPT_CLIENT_ID },
         { "idle", required_argument, NULL, OPT_IDLE },
         { "pairs", no_argument, NULL, OPT_PAIRS },
         { "free-port", no_argument, NULL, OPT_FREE_PORT },
@@ -1431,7 +1540,10 @@ static void parse_args(int argc, char **argv)
             b.duration = parse_double("-d", optarg, 0, 1e7);
             b.have_duration = true;
             break;
-        case 's': b.size = parse_uint("-s", optarg, BENCH_HDR, 16u << 20); break;
+        case 's':
+            b.size = parse_uint("-s", optarg, BENCH_HDR, 16u << 20);
+            b.have_size = true;
+            break;
         case 'r': b.rate = parse_double("-r", optarg, 0, 1e9); break;
         case 'w': b.window = (unsigned)parse_uint("-w", optarg, 1, 65535); break;
         case 'o': b.max_outstanding = parse_uint("-o", optarg, 0, ULONG_MAX); break;
@@ -1457,6 +1569,12 @@ static void parse_args(int argc, char **argv)
         case OPT_RESUME: b.resume = true; break;
         case OPT_STARTUP: b.startup = parse_double("--startup", optarg, 0.01, 1e6); break;
         case OPT_JSON: b.json = true; break;
+        case OPT_JSON_PAYLOAD: b.json_payload = true; break;
+        case OPT_CLIENT_ID:
+            if (strlen(optarg) > 65535)
+                bad_usage("--client-id is longer than 65535 bytes");
+            b.client_id = optarg;
+            break;
         case OPT_PAIRS: b.pairs = true; break;
         case OPT_IDLE:
             b.idle = (unsigned)parse_uint("--idle", optarg, 0, 10000000);
@@ -1482,6 +1600,10 @@ static void parse_args(int argc, char **argv)
         bad_usage("give either --handshakes or --idle, not both");
     if (b.startup > 0 && (b.tls || b.idle_mode))
         bad_usage("--startup probes plain MQTT only");
+    if (b.json_payload && (b.have_size || b.idle_mode || b.hs_mode || b.startup > 0))
+        bad_usage("--json-payload sets its own payload: not with -s, --idle, --handshakes, --startup");
+    if (b.client_id && b.startup > 0)
+        bad_usage("--client-id does not apply to --startup");
     if (b.idle_mode || b.hs_mode || b.startup > 0)
         return;
     if (b.have_count && b.have_duration)
@@ -1540,6 +1662,12 @@ static void setup(void)
         b.nconns = b.concurrency < b.handshakes ? b.concurrency : b.handshakes;
     else
         b.nconns = b.idle_mode ? b.idle : (size_t)b.pubs + b.subs;
+    if (b.client_id && (b.hs_mode ? b.concurrency > 1 : b.nconns != 1)) {
+        /* Two connections with one id would take each other's session over. */
+        fprintf(stderr, "gatemq-bench: --client-id needs a run of one connection (-P 1 -S 0, "
+                        "--idle 1, or --handshakes with -c 1)\n");
+        exit(2);
+    }
     raise_nofile(b.nconns + 16);
     b.conns = xcalloc(b.nconns, sizeof *b.conns);
     for (size_t i = 0; i < b.nconns; i++) {
@@ -1571,6 +1699,8 @@ static void setup(void)
             c->next_seq = xcalloc(b.pairs ? 1 : b.pubs, sizeof *c->next_seq);
         }
     }
+    if (b.json_payload)
+        b.size = 96; /* the buffer; readings take about 50 bytes of it */
     b.payload = xcalloc(1, b.size);
     for (size_t i = BENCH_HDR; i < b.size; i++)
         b.payload[i] = (uint8_t)('a' + i % 26);
@@ -1844,6 +1974,8 @@ static int report(void)
     /* Exactly once means no duplicate may reach a QoS 2 subscriber [MQTT-4.3.3]. */
     bool dup_error = b.qos == 2 && b.dups > 0;
     bool unacked = done < sent;
+    /* --json-payload: readings vary in length; show their mean */
+    size_t size = b.json_payload ? (sent ? (size_t)(b.payload_bytes / sent) : 0) : b.size;
     const char *result = b.error[0]   ? "FAILED"
                          : !started   ? "FAILED"
                          : lost       ? "LOST"
@@ -1868,7 +2000,7 @@ static int report(void)
                ",\"gaps\":%" PRIu64 ",\"publish_seconds\":%.6f,\"deliver_seconds\":%.6f,"
                "\"publish_rate\":%.1f,\"delivery_rate\":%.1f,\"latency_us\":{\"p50\":%.1f,"
                "\"p99\":%.1f,\"p99.9\":%.1f,\"max\":%.1f},\"generator_busy\":%.2f,\"error\":",
-               result, b.qos, b.pubs, b.subs, b.size, b.rate, b.window,
+               result, b.qos, b.pubs, b.subs, size, b.rate, b.window,
                b.rate > 0 ? "true" : "false", behind ? "true" : "false", sent, done, expected, b.unique, lost, b.dups,
                b.gaps, pub_secs, deliv_secs, pub_rate, deliv_rate, p50, p99, p999, pmax, gen_busy);
         print_json_string(b.error);
@@ -1877,8 +2009,9 @@ static int report(void)
         printf("SUMMARY result=%s\n", result); /* the cause goes to stderr */
     } else {
         printf("gatemq-bench %s:%s qos %u, %u publisher(s) -> %u subscriber(s)%s, %zu-byte "
-               "payload, ",
-               b.host, b.port, b.qos, b.pubs, b.subs, b.pairs ? " in pairs" : "", b.size);
+               "%spayload, ",
+               b.host, b.port, b.qos, b.pubs, b.subs, b.pairs ? " in pairs" : "", size,
+               b.json_payload ? "JSON " : "");
         if (b.rate > 0)
             printf("paced at %.0f msg/s\n", b.rate);
         else if (b.qos > 0)
@@ -1908,7 +2041,7 @@ static int report(void)
                " expected=%" PRIu64 " received=%" PRIu64 " lost=%" PRIu64 " dups=%" PRIu64
                " pub_rate=%.1f deliv_rate=%.1f p50_us=%.1f p99_us=%.1f p999_us=%.1f"
                " max_us=%.1f behind=%d gen_busy=%.2f\n",
-               result, b.qos, b.pubs, b.subs, b.size, b.rate, done, expected, b.unique, lost,
+               result, b.qos, b.pubs, b.subs, size, b.rate, done, expected, b.unique, lost,
                b.dups, pub_rate, deliv_rate, p50, p99, p999, pmax, behind, gen_busy);
     }
     if (b.error[0])
