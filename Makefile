@@ -38,7 +38,7 @@ HEADERS    := $(wildcard protocol/*.h broker/*.h auth/*.h store/*.h tests/integr
 
 .SECONDARY:
 
-.PHONY: all deps dev-certs run test test-build unit integration bench clean check-config
+.PHONY: all deps dev-certs run test fuzz test-build unit integration bench clean check-config
 
 all: $(B)/gatemq $(TOOLS)
 
@@ -101,7 +101,10 @@ test: deps
 	@$(MAKE) --no-print-directory test-build
 	@$(MAKE) --no-print-directory B=build/asan OPT=-O1 \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test-build
-	@sh tests/run.sh build build/asan
+	@{ sh tests/run.sh build build/asan; sh tools/fuzz.sh build $(FUZZ_SMOKE_SECONDS); } | tee build/test-summary.log; \
+	awk '/^[0-9]+ passed, [0-9]+ failed$$/ { p += $$1; f += $$3 } \
+	     /^fuzz: [0-9]+ passed, [0-9]+ failed$$/ { p += $$2; f += $$4 } \
+	     END { print p " passed, " f " failed"; exit !(f == 0 && p > 0) }' build/test-summary.log
 
 unit: test-build
 	@sh tests/run.sh --unit $(B)
@@ -124,6 +127,12 @@ run: deps all dev-certs
 
 check-config: $(B)/gatemq
 	$(B)/gatemq -c conf/gatemq.conf --check-config
+
+# Coverage-guided fuzzing of the parsers (docs/fuzzing.md); fuzzers in $(B)/fuzz/.
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+fuzz: deps
+	@sh tools/fuzz.sh $(B) $(FUZZ_SECONDS)
 
 bench: deps all
 	@sh tools/bench.sh $(B)

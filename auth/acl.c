@@ -979,6 +979,8 @@ static acl_decision acl__check(const acl *a, const acl_principal *p, uint8_t op,
     bool quick = !(l0 == 1 && (s[0] == '+' || s[0] == '#'));
     uint32_t h0 = acl__level_hash(s, l0);
     for (size_t k = 0; k < nsec; k++) {
+        if (sec[k]->count == 0)
+            continue; /* and a file without rules has no rule array at all */
         const acl__rule *r = a->rules + sec[k]->first;
         for (const acl__rule *end = r + sec[k]->count; r < end; r++) {
             if (!(r->ops & op))

@@ -17,7 +17,8 @@
 # and ran without a crash.
 #
 # Environment: FUZZ_CC (default clang, else clang-14), FUZZ_JOBS (targets run
-# at once, default 1), FUZZ_ARGS (extra libFuzzer flags), FUZZ_CFLAGS (extra
+# at once, default 1), FUZZ_MERGE=1 (first shrink the working corpus to the
+# inputs that add coverage), FUZZ_ARGS (extra libFuzzer flags), FUZZ_CFLAGS (extra
 # compiler flags, e.g. -fno-sanitize=pointer-overflow to look past a known
 # finding while it awaits its fix; use a separate BUILD_DIR for that).
 set -u
@@ -103,6 +104,18 @@ run_target() {
     mkdir -p "$corpus" "$crashes"
     if [ -d "tests/fuzz/corpus/$t" ]; then
         cp -n tests/fuzz/corpus/"$t"/* "$corpus"/ 2>/dev/null
+    fi
+    # The working corpus only grows; FUZZ_MERGE=1 first shrinks it to the
+    # inputs that still add coverage.
+    if [ "${FUZZ_MERGE:-0}" = 1 ]; then
+        rm -rf "$corpus.merge"
+        mkdir -p "$corpus.merge"
+        if "$out/$t" -merge=1 -timeout=10 "$corpus.merge" "$corpus" >"$out/logs/$t.merge.log" 2>&1; then
+            rm -rf "$corpus"
+            mv "$corpus.merge" "$corpus"
+        else
+            rm -rf "$corpus.merge"
+        fi
     fi
     dict=""
     [ -f "tests/fuzz/$t.dict" ] && dict="-dict=tests/fuzz/$t.dict"

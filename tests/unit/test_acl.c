@@ -232,6 +232,18 @@ static void an_empty_file_is_valid_and_denies_everything(void **state)
     acl_free(a);
 }
 
+/* Sections but no rule anywhere: checks deny (and form no pointer into the
+ * empty rule array; the fuzzer found that under UBSan). */
+static void sections_without_rules_deny_everything(void **state)
+{
+    (void)state;
+    acl *a = parse_ok("company acme\n  devices\n  user alice\nplatform\n  user ingest\nanonymous\n");
+    assert_int_equal(acl_rule_count(a), 0);
+    DENIED(pub(a, device("acme", "gw-1"), "a"));
+    DENIED(sub(a, anonymous("c"), "#"));
+    acl_free(a);
+}
+
 static void a_file_without_final_newline_keeps_its_last_rule(void **state)
 {
     (void)state;
@@ -1217,6 +1229,7 @@ int main(void)
         cmocka_unit_test(comments_blank_lines_and_crlf_are_ignored),
         cmocka_unit_test(a_hash_in_the_filter_position_is_the_filter_not_a_comment),
         cmocka_unit_test(an_empty_file_is_valid_and_denies_everything),
+        cmocka_unit_test(sections_without_rules_deny_everything),
         cmocka_unit_test(a_file_without_final_newline_keeps_its_last_rule),
         cmocka_unit_test(rule_texts_are_kept_as_written_without_comments),
         cmocka_unit_test(error_unknown_keyword),
