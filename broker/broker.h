@@ -294,6 +294,9 @@ void conn_flush(conn *c);
  * caller writes them and calls conn_commit. */
 uint8_t *conn_reserve(conn *c, size_t n);
 void conn_commit(conn *c, size_t n);
+/* Queue PUBACK, PUBREC, PUBREL, PUBCOMP or UNSUBACK; on no memory c is
+ * closed and -1 returned. */
+int conn_send_packet_id(conn *c, enum mqtt_type type, uint16_t id);
 size_t conn_pending_bytes(const conn *c);
 
 /* session.c */

@@ -253,6 +253,18 @@ static void resume_if_drained(conn *c)
     }
 }
 
+int conn_send_packet_id(conn *c, enum mqtt_type type, uint16_t id)
+{
+    uint8_t *buf = conn_reserve(c, 4);
+    if (!buf) {
+        conn_close(c, "no memory for output");
+        return -1;
+    }
+    mqtt_encode_packet_id(buf, 4, type, id);
+    conn_commit(c, 4);
+    return 0;
+}
+
 /* Write what is buffered; wait for writability when the socket is full. */
 void conn_flush(conn *c)
 {

@@ -25,17 +25,6 @@ static void violation(conn *c, const char *what, int err)
     conn_close(c, why);
 }
 
-static void send_packet_id(conn *c, enum mqtt_type type, uint16_t id)
-{
-    uint8_t *buf = conn_reserve(c, 4);
-    if (!buf) {
-        conn_close(c, "no memory for output");
-        return;
-    }
-    mqtt_encode_packet_id(buf, 4, type, id);
-    conn_commit(c, 4);
-}
-
 static void send_connack(conn *c, bool present, uint8_t rc)
 {
     uint8_t *buf = conn_reserve(c, 4);
@@ -392,7 +381,7 @@ static void handle_unsubscribe(conn *c, const mqtt_frame *f)
         session_unsubscribe(s, internal, ilen);
     }
     gmq_free(internal);
-    send_packet_id(c, MQTT_UNSUBACK, uns.packet_id); /* [MQTT-3.10.4-4,5] */
+    conn_send_packet_id(c, MQTT_UNSUBACK, uns.packet_id); /* [MQTT-3.10.4-4,5] */
 }
 
 /* ---- dispatch ------------------------------------------------------------- */

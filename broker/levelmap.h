@@ -34,7 +34,9 @@
 #ifndef GATEMQ_LEVELMAP_H
 #define GATEMQ_LEVELMAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 #include <stdint.h>
 
 #define LEVELMAP_DENSE_MAX 8u /* tables of at most this many slots are scanned */
@@ -104,5 +106,30 @@ void levelmap_set_key(const uint8_t key[16]);
  * key, both read little-endian as the algorithm specifies. */
 uint64_t levelmap__siphash(const uint8_t key[16], const void *data, size_t len,
                            unsigned crounds, unsigned drounds);
+
+/* ---- topic levels: shared by the trees built on this map ---------------- */
+
+/* End of the level starting at from: the next '/' or len. */
+static inline size_t level_end(const char *s, size_t len, size_t from)
+{
+    if (from >= len)
+        return len;
+    const char *slash = memchr(s + from, '/', len - from);
+    return slash ? (size_t)(slash - s) : len;
+}
+
+/* Start of the level ending at end (a '/' or the string's length). */
+static inline size_t level_start(const char *s, size_t end)
+{
+    while (end > 0 && s[end - 1] != '/')
+        end--;
+    return end;
+}
+
+/* Is s[0..n) exactly the one-character level c ('+' or '#')? */
+static inline bool is_level(const char *s, size_t n, char c)
+{
+    return n == 1 && s[0] == c;
+}
 
 #endif

@@ -99,23 +99,12 @@ uint64_t persist_mark(const broker *b)
     return b->store ? store_last_queued(b->store) : 0;
 }
 
-static void send_ack(conn *c, uint8_t type, uint16_t id)
-{
-    uint8_t *buf = conn_reserve(c, 4);
-    if (!buf) {
-        conn_close(c, "no memory for output");
-        return;
-    }
-    mqtt_encode_packet_id(buf, 4, type, id);
-    conn_commit(c, 4);
-}
-
 void persist_ack(conn *c, uint8_t type, uint16_t packet_id, uint64_t before, uint64_t after)
 {
     broker *b = c->b;
     bool committed = after == before || (b->store && after <= store_last_committed(b->store));
     if (c->nacks == 0 && committed) {
-        send_ack(c, type, packet_id);
+        conn_send_packet_id(c, type, packet_id);
         return;
     }
     if (c->nacks == c->capacks) {
@@ -152,7 +141,7 @@ void persist_committed(broker *b, uint64_t seq)
             struct pending_ack a = c->acks[c->ackhead];
             c->ackhead = (c->ackhead + 1) % c->capacks;
             c->nacks--;
-            send_ack(c, a.type, a.packet_id);
+            conn_send_packet_id(c, a.type, a.packet_id);
         }
         if (c->nacks == 0) {
             *link = c->ack_next;

@@ -215,16 +215,6 @@ static int write_publish(session *s, gmq_msg *m, uint8_t qos, uint16_t id, bool 
     return 0;
 }
 
-static int write_packet_id(conn *c, enum mqtt_type type, uint16_t id)
-{
-    uint8_t *buf = conn_reserve(c, 4);
-    if (!buf)
-        return -1;
-    mqtt_encode_packet_id(buf, 4, type, id);
-    conn_commit(c, 4);
-    return 0;
-}
-
 static bool id_in_flight(const session *s, uint16_t id)
 {
     for (size_t i = 0; i < s->ninflight; i++)
@@ -344,7 +334,7 @@ void session_resume(session *s)
     for (size_t i = 0; i < s->ninflight && online(s); i++) {
         outmsg *o = &s->inflight[i];
         if (o->state == OUT_WAIT_PUBCOMP)
-            write_packet_id(s->c, MQTT_PUBREL, o->packet_id);
+            conn_send_packet_id(s->c, MQTT_PUBREL, o->packet_id);
         else
             write_publish(s, o->msg, o->qos, o->packet_id, true, o->retain);
     }
@@ -392,7 +382,7 @@ int session_ack(session *s, uint8_t type, uint16_t id)
                 o->msg = NULL;
             }
             o->state = OUT_WAIT_PUBCOMP;
-            return write_packet_id(s->c, MQTT_PUBREL, id);
+            return conn_send_packet_id(s->c, MQTT_PUBREL, id);
         }
         return 0;
     case MQTT_PUBCOMP:

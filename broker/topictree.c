@@ -69,27 +69,6 @@ struct topictree {
     size_t nodes; /* excluding the root */
 };
 
-/* End of the level starting at from: the next '/' or len. */
-static size_t level_end(const char *s, size_t len, size_t from)
-{
-    if (from >= len)
-        return len;
-    const char *slash = memchr(s + from, '/', len - from);
-    return slash ? (size_t)(slash - s) : len;
-}
-
-/* Start of the level ending at end (a '/' or the string's length). */
-static size_t level_start(const char *s, size_t end)
-{
-    while (end > 0 && s[end - 1] != '/')
-        end--;
-    return end;
-}
-
-static bool is_level(const char *s, size_t n, char c)
-{
-    return n == 1 && s[0] == c;
-}
 
 /* ---- nodes ---------------------------------------------------------------- */
 
