@@ -241,6 +241,8 @@ struct broker {
     uint64_t next_auto_id;
     ev_tstamp started;
 
+    int spare_fd;             /* held to free one descriptor when out of them */
+    ev_tstamp last_emfile_log;
     uint8_t *scratch; /* read buffer shared by every conn of this loop */
     size_t scratch_len;
 

@@ -30,6 +30,7 @@ broker *broker_new(struct ev_loop *loop, const gmq_config *cfg)
         return NULL;
     b->loop = loop;
     b->cfg = cfg;
+    b->spare_fd = -1;
     b->subs = topictree_new();
     b->retained = retain_new();
     b->scratch_len = SCRATCH_SIZE;
@@ -39,6 +40,7 @@ broker *broker_new(struct ev_loop *loop, const gmq_config *cfg)
         return NULL;
     }
     b->started = ev_time();
+    b->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* see on_accept */
     ev_prepare_init(&b->prepare, on_prepare);
     b->prepare.data = b;
     ev_prepare_start(loop, &b->prepare);
@@ -59,8 +61,26 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE) {
-                LOG_WARN("accept: %s; connections wait in the backlog", strerror(errno));
+                /* Out of descriptors: the pending connection would keep the
+                 * listener readable and the loop spinning. Give back the
+                 * spare descriptor, accept the connection and close it at
+                 * once, and take the spare again. */
+                int err = errno;
+                ev_tstamp now = ev_now(b->loop);
+                if (now - b->last_emfile_log >= 10) {
+                    LOG_WARN("accept: %s; refusing connections until descriptors are free",
+                             strerror(err));
+                    b->last_emfile_log = now;
+                }
                 b->stats.connections_refused++;
+                if (b->spare_fd >= 0) {
+                    close(b->spare_fd);
+                    int victim = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+                    if (victim >= 0)
+                        close(victim);
+                    b->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                    continue;
+                }
             } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
                        errno != ECONNABORTED) {
                 LOG_WARN("accept: %s", strerror(errno));
@@ -277,6 +297,8 @@ void broker_free(broker *b)
     }
     gmq_free(b->listeners);
     tls_rng_free(b->rng);
+    if (b->spare_fd >= 0)
+        close(b->spare_fd);
     if (b->subs)
         topictree_free(b->subs);
     if (b->retained)
