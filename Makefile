@@ -38,7 +38,7 @@ HEADERS    := $(wildcard protocol/*.h broker/*.h auth/*.h store/*.h tests/integr
 
 .SECONDARY:
 
-.PHONY: all deps dev-certs run test fuzz test-build unit integration bench clean check-config
+.PHONY: all deps dev-certs run test fuzz check-valgrind test-build unit integration bench clean check-config
 
 all: $(B)/gatemq $(TOOLS)
 
@@ -127,6 +127,11 @@ run: deps all dev-certs
 
 check-config: $(B)/gatemq
 	$(B)/gatemq -c conf/gatemq.conf --check-config
+
+# The integration suite with the broker under valgrind memcheck (slow).
+check-valgrind: deps
+	@$(MAKE) --no-print-directory test-build
+	@sh tools/check-valgrind.sh $(B)
 
 # Coverage-guided fuzzing of the parsers (docs/fuzzing.md); fuzzers in $(B)/fuzz/.
 FUZZ_SECONDS       ?= 60

@@ -3,7 +3,7 @@
 # is missing. Runs apt-get only when something is missing.
 set -e
 PKGS="build-essential pkg-config libev-dev libmbedtls-dev libsqlite3-dev libcmocka-dev
-      libjson-c-dev libcurl4-openssl-dev clang libclang-rt-14-dev
+      libjson-c-dev libcurl4-openssl-dev clang libclang-rt-14-dev valgrind
       mosquitto mosquitto-clients openssl influxdb influxdb-client"
 missing=""
 for p in $PKGS; do
