@@ -34,7 +34,7 @@ IT_LIB_SRC := $(filter-out $(IT_SRC),$(wildcard tests/integration/*.c))
 IT_LIB_OBJ := $(IT_LIB_SRC:%.c=$(B)/%.o)
 
 TOOLS      := $(B)/gatemq-bench $(B)/gatemq-passwd $(B)/gatemq-acl
-HEADERS    := $(wildcard protocol/*.h broker/*.h auth/*.h store/*.h tests/integration/*.h)
+HEADERS    := $(wildcard protocol/*.h broker/*.h auth/*.h store/*.h tests/unit/*.h tests/integration/*.h)
 
 .SECONDARY:
 

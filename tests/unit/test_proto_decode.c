@@ -10,44 +10,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "mqtt.h"
 
-/* ---- guard page --------------------------------------------------------- */
-
-static uint8_t *guard_base;
-static size_t guard_page_size;
-
-static int guard_setup(void **state)
-{
-    (void)state;
-    guard_page_size = (size_t)sysconf(_SC_PAGESIZE);
-    void *p = mmap(NULL, 2 * guard_page_size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return -1;
-    guard_base = p;
-    return mprotect(guard_base + guard_page_size, guard_page_size, PROT_NONE);
-}
-
-static int guard_teardown(void **state)
-{
-    (void)state;
-    return munmap(guard_base, 2 * guard_page_size);
-}
-
-static const uint8_t *at_guard(const uint8_t *src, size_t len)
-{
-    assert_true(len <= guard_page_size);
-    uint8_t *dst = guard_base + guard_page_size - len;
-    if (len > 0)
-        memcpy(dst, src, len);
-    return dst;
-}
+#include "guard.h"
 
 /* ---- packet building ----------------------------------------------------- */
 

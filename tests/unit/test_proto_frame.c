@@ -11,45 +11,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "mqtt.h"
 
-/* ---- guard page --------------------------------------------------------- */
-
-static uint8_t *guard_base;
-static size_t guard_page_size;
-
-static int guard_setup(void **state)
-{
-    (void)state;
-    guard_page_size = (size_t)sysconf(_SC_PAGESIZE);
-    void *p = mmap(NULL, 2 * guard_page_size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return -1;
-    guard_base = p;
-    return mprotect(guard_base + guard_page_size, guard_page_size, PROT_NONE);
-}
-
-static int guard_teardown(void **state)
-{
-    (void)state;
-    return munmap(guard_base, 2 * guard_page_size);
-}
-
-/* Copies src so that its last byte is the last readable one. */
-static const uint8_t *at_guard(const uint8_t *src, size_t len)
-{
-    assert_true(len <= guard_page_size);
-    uint8_t *dst = guard_base + guard_page_size - len;
-    if (len > 0)
-        memcpy(dst, src, len);
-    return dst;
-}
+#include "guard.h"
 
 static ptrdiff_t split_guarded(const uint8_t *bytes, size_t len, size_t max,
                                mqtt_frame *f)
@@ -135,7 +102,7 @@ static void split_byte_by_byte_needs_more_until_last_byte(void **state)
     for (size_t k = 0; k < v->len; k++)
         assert_int_equal(split_guarded(v->bytes, k, SIZE_MAX, &f), 0);
     assert_int_equal(split_guarded(v->bytes, v->len, SIZE_MAX, &f), (ptrdiff_t)v->len);
-    check_frame(v, guard_base + guard_page_size - v->len, &f);
+    check_frame(v, guard_end(0) - v->len, &f);
 }
 
 /* Bytes of the next packet after a complete one are left for the next call. */

@@ -4,7 +4,7 @@
  * Messages are made with gmq_msg_new; the tests hold their own reference and
  * check refs to see the store's. Matches are collected as message pointers,
  * sorted and compared; the randomized test checks retain_match against a
- * brute-force matcher written here from the spec's rules.
+ * brute-force matcher (topic_ref.h) written from the spec's rules.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +19,8 @@
 #include "broker/alloc.h"
 #include "broker/msg.h"
 #include "broker/retain.h"
+
+#include "topic_ref.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -118,61 +120,6 @@ static char *matched_topics(const retain_store *r, const char *filter)
     free(topics);
     found_free(&f);
     return buf;
-}
-
-/* Brute-force reference, straight from [MQTT-4.7]: compare level by level. */
-static bool ref_match(const char *filter, const char *topic)
-{
-    if (topic[0] == '$' && (filter[0] == '+' || filter[0] == '#'))
-        return false;
-    const char *f = filter, *t = topic;
-    for (;;) {
-        size_t fl = strcspn(f, "/"), tl = strcspn(t, "/");
-        if (fl == 1 && f[0] == '#')
-            return true;
-        if (!(fl == 1 && f[0] == '+') && (fl != tl || memcmp(f, t, fl) != 0))
-            return false;
-        bool fmore = f[fl] == '/', tmore = t[tl] == '/';
-        if (!tmore)
-            return !fmore || strcmp(f + fl, "/#") == 0;
-        if (!fmore)
-            return false;
-        f += fl + 1;
-        t += tl + 1;
-    }
-}
-
-static uint32_t rng_state;
-
-static uint32_t rng(void)
-{
-    uint32_t x = rng_state; /* xorshift32 */
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    return rng_state = x;
-}
-
-static const char *const alphabet[] = {"a", "b", "c", "", "$x", "$SYS", "ab"};
-#define ALPHABET_N (sizeof(alphabet) / sizeof(alphabet[0]))
-
-static void random_topic(char *buf, size_t cap)
-{
-    size_t depth = 1 + rng() % 5, off = 0;
-    for (size_t i = 0; i < depth; i++)
-        off += (size_t)snprintf(buf + off, cap - off, "%s%s", i ? "/" : "",
-                                alphabet[rng() % ALPHABET_N]);
-}
-
-static void random_filter(char *buf, size_t cap)
-{
-    size_t depth = 1 + rng() % 5, off = 0;
-    for (size_t i = 0; i < depth; i++) {
-        const char *lvl = rng() % 4 == 0 ? "+" : alphabet[rng() % ALPHABET_N];
-        if (i == depth - 1 && rng() % 4 == 0)
-            lvl = "#";
-        off += (size_t)snprintf(buf + off, cap - off, "%s%s", i ? "/" : "", lvl);
-    }
 }
 
 /* ---- tests ------------------------------------------------------------------ */
