@@ -319,7 +319,15 @@ it_broker *it__broker_start(const char *extra_config)
     /* A port can be taken between free_port() and the broker's bind(): then
      * the broker exits early and we try again with another port. */
     for (int attempt = 0; attempt < 3; attempt++) {
-        b->port = free_port();
+        /* Extra listeners picked their ports the same way and have not bound
+         * them yet: never hand out one of theirs. */
+        char mine[32];
+        for (int pick = 0; pick < 100; pick++) {
+            b->port = free_port();
+            snprintf(mine, sizeof mine, "listener %u ", b->port);
+            if (!extra_config || !strstr(extra_config, mine))
+                break;
+        }
         FILE *f = fopen(b->conf, "w");
         if (!f)
             it_fail("cannot write %s: %s", b->conf, strerror(errno));
