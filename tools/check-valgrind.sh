@@ -51,7 +51,16 @@ if nm "$bin" 2>/dev/null | grep -q '__asan_init'; then
 fi
 
 # Programs left out by default, and why. Each one can still be run by name.
+# (None at present: every program finishes under valgrind in about a minute.)
 EXCLUDE=""
+
+# Single tests too timing-sensitive for valgrind, as PROGRAM:TEST. Their
+# failure alone does not fail the program, provided valgrind reported no
+# error in any broker of that program; they are listed in the summary.
+#   it_login:test_slow_password_check_does_not_block_other_clients - a
+#     1,000,000-round PBKDF2-SHA512 login (about 2 s natively) takes minutes
+#     on valgrind's CPU emulation, beyond the test's 20 s deadline.
+TIMING_ONLY="it_login:test_slow_password_check_does_not_block_other_clients"
 
 timeout_s=${VALGRIND_TIMEOUT:-1800}
 reports=$(mktemp -d /tmp/gatemq-valgrind.XXXXXX)
@@ -89,7 +98,7 @@ else
     done
 fi
 
-clean=""; failed=""
+clean=""; failed=""; timing=""
 for t in $programs; do
     name=$(basename "$t")
     if [ ! -x "$t" ]; then
@@ -112,9 +121,26 @@ for t in $programs; do
     # harness already failed those tests on the exit status).
     errs=$(find "$reports" -name 'vg.*.log' -newer "$mark" 2>/dev/null |
            xargs -r grep -l -E 'ERROR SUMMARY: [1-9]|definitely lost: [1-9]' 2>/dev/null)
+    # Failed tests (cmocka prints "[  FAILED  ] test_name").
+    failed_tests=$(sed -n 's/^\[  FAILED  \] \(test[A-Za-z0-9_]*\)$/\1/p' "$log" | sort -u)
+    only_timing=0
+    if [ "$rc" -ne 0 ] && [ -n "$failed_tests" ] && [ -z "$errs" ]; then
+        only_timing=1
+        for ft in $failed_tests; do
+            case " $TIMING_ONLY " in
+                *" $name:$ft "*) ;;
+                *) only_timing=0 ;;
+            esac
+        done
+    fi
     if [ "$rc" -eq 0 ]; then
         echo "   clean: ${passed:-0} passed in ${secs}s"
         clean="$clean $name"
+    elif [ "$only_timing" -eq 1 ]; then
+        echo "   clean: ${passed:-0} passed in ${secs}s; timing-only failure(s) ignored:" \
+             $failed_tests
+        clean="$clean $name"
+        timing="$timing $name:$(echo $failed_tests | tr ' ' ',')"
     else
         echo "   FAILED (exit $rc): ${passed:-0} passed, ${nfail:-?} failed in ${secs}s"
         grep -E '^\[  FAILED  \] test|^\[  ERROR   \]' "$log" | head -20 | sed 's/^/   /'
@@ -127,6 +153,7 @@ done
 
 echo
 echo "valgrind clean:${clean:- none}"
+[ -n "$timing" ] && echo "timing-only failures ignored (see TIMING_ONLY):$timing"
 [ -n "$failed" ] && echo "valgrind failing:$failed"
 bad=$(grep -l -E 'ERROR SUMMARY: [1-9]' "$reports"/vg.*.log 2>/dev/null)
 if [ -n "$bad" ]; then
