@@ -8,7 +8,6 @@
 #include "broker/alloc.h"
 #include "broker/bridge.h"
 #include "broker/log.h"
-#include "broker/persist.h"
 #include "broker/telemetry.h"
 #include "store/outbox.h"
 #include "store/store.h"
@@ -212,8 +211,6 @@ static void notify(device_state *d, const char *state)
     gmq_msg *m = gmq_msg_new(topic, (size_t)tlen, (const uint8_t *)payload, (size_t)plen, 1, true);
     if (!m)
         return;
-    if (retain_set(b->retained, m) == 0)
-        persist_retained(b, m);
     router_publish(b, m);
     gmq_msg_unref(m);
     b->notifications++;

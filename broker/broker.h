@@ -330,6 +330,8 @@ int session_rx_qos2_add(session *s, uint16_t id);
 void session_rx_qos2_del(session *s, uint16_t id);
 
 /* router.c */
+/* Route m to every matching session; a message with retain set first
+ * replaces the topic's retained message (in the store too). */
 void router_publish(broker *b, gmq_msg *m);
 void router_send_retained(broker *b, session *s, const char *filter, size_t flen,
                           uint8_t granted);

@@ -177,15 +177,8 @@ void conn_reap(conn *c)
         b->stats.clients_connected--;
     if (c->will) {
         /* [MQTT-3.1.2-8]: published when the connection ends without DISCONNECT. */
-        if (c->send_will && !b->stopping) {
-            if (c->will->retain) {
-                if (retain_set(b->retained, c->will))
-                    LOG_WARN("will on %s: no memory to retain it", c->will->topic);
-                else
-                    persist_retained(b, c->will);
-            }
+        if (c->send_will && !b->stopping)
             router_publish(b, c->will);
-        }
         gmq_msg_unref(c->will);
     }
     c->tp->free(c);

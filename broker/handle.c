@@ -221,12 +221,6 @@ static void route(conn *c, const mqtt_publish *p)
                  (int)p->topic.len, (const char *)p->topic.ptr);
         return;
     }
-    if (p->retain) { /* [MQTT-3.3.1-5, 3.3.1-10,11] */
-        if (retain_set(b->retained, m))
-            LOG_WARN("no memory to retain a message on %s", m->topic);
-        else
-            persist_retained(b, m);
-    }
     router_publish(b, m);
     gmq_msg_unref(m);
 }

@@ -4,6 +4,7 @@
 #include "broker/access.h"
 #include "broker/broker.h"
 #include "broker/log.h"
+#include "broker/persist.h"
 
 #include <string.h>
 
@@ -65,6 +66,14 @@ static bool visible_to(const session *s, const gmq_msg *m, uint8_t *qos)
 
 void router_publish(broker *b, gmq_msg *m)
 {
+    /* A retained message replaces (or, empty, clears) the topic's retained
+     * one, durably, before it is routed [MQTT-3.3.1-5, 3.3.1-10,11]. */
+    if (m->retain) {
+        if (retain_set(b->retained, m))
+            LOG_WARN("no memory to retain a message on %s", m->topic);
+        else
+            persist_retained(b, m);
+    }
     match_ctx ctx = {.gen = ++b->match_gen, .head = NULL};
     m->id = ++b->next_msg_id;
     topictree_match(b->subs, m->topic, m->topic_len, on_match, &ctx);

@@ -15,9 +15,7 @@ static void publish_text(broker *b, const char *topic, const char *text)
     gmq_msg *m = gmq_msg_new(topic, strlen(topic), (const uint8_t *)text, strlen(text), 0, true);
     if (!m)
         return;
-    if (retain_set(b->retained, m))
-        LOG_WARN("no memory to retain %s", topic);
-    router_publish(b, m);
+    router_publish(b, m); /* retained; $-topics are not stored */
     gmq_msg_unref(m);
 }
 
