@@ -183,6 +183,8 @@ struct conn {
     auth_job *auth;         /* the running password check, or NULL */
     bool read_wants_write;  /* the transport needs writability to read on */
     bool tls_done;          /* TLS handshake completed */
+    struct hs_job *hs;      /* on a handshake thread (handshake.h): hands off */
+    const char *hs_close;   /* conn_close asked while away: the reason */
     /* Acknowledgements held until the store commits what they vouch for,
      * in the order the packets they answer arrived [MQTT-4.6.0-2..4]. */
     struct pending_ack *acks;
@@ -252,6 +254,7 @@ struct broker {
 
     tls_rng *rng;              /* NULL until a TLS listener needs it */
     struct worker_pool *workers;
+    struct hs_pool *handshakes;    /* NULL: handshakes run on the loop */
     struct passwd_file *passwords; /* NULL: no password logins */
     struct lockout *lock_users;
     struct lockout *lock_addrs;

@@ -52,6 +52,7 @@ void gmq_config_defaults(gmq_config *c)
     c->tls_handshake_timeout = 10;
     c->company_from = GMQ_COMPANY_FROM_O;
     c->auth_threads = 2;
+    c->tls_handshake_threads = -1; /* one per online CPU */
     c->lockout_threshold = 5;
     c->lockout_time = 4;
     c->lockout_max_time = 3600;
@@ -426,6 +427,16 @@ static int directive(parser *p, gmq_config *c, char **argv, int argc)
         if (parse_uint(p, k, a, 1, 3600, &v))
             return -1;
         c->tls_handshake_timeout = (double)v;
+        return 0;
+    }
+    if (strcmp(k, "tls_handshake_threads") == 0) {
+        if (strcmp(a, "auto") == 0) {
+            c->tls_handshake_threads = -1;
+            return 0;
+        }
+        if (parse_uint(p, k, a, 0, 64, &v))
+            return -1;
+        c->tls_handshake_threads = (int)v;
         return 0;
     }
     if (strcmp(k, "auth_threads") == 0) {

@@ -59,6 +59,7 @@ typedef struct gmq_config {
     char *company_uri_prefix;         /* with GMQ_COMPANY_FROM_SAN_URI */
     char *password_file;              /* NULL: no password logins */
     unsigned auth_threads;            /* password-check worker threads */
+    int tls_handshake_threads;        /* 0: on the loop; -1: one per CPU */
     unsigned lockout_threshold;       /* failed logins before a lock */
     double lockout_time;              /* first lock, seconds; doubles */
     double lockout_max_time;          /* cap of a lock, seconds */

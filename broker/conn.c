@@ -26,6 +26,7 @@
 #include "broker/bridge.h"
 #include "broker/login.h"
 #include "broker/persist.h"
+#include "broker/handshake.h"
 #include "broker/tls_transport.h"
 
 /* A client that sends requests but never reads the answers (PINGRESP,
@@ -119,13 +120,16 @@ conn *conn_new(broker *b, listener *l, int fd, const struct sockaddr *sa, sockle
     ev_io_init(&c->rio, on_read, fd, EV_READ);
     ev_io_init(&c->wio, on_write, fd, EV_WRITE);
     c->rio.data = c->wio.data = c->timer.data = c;
-    ev_io_start(b->loop, &c->rio);
     /* Until CONNECT arrives the timer bounds the TLS handshake, then the
-     * wait for CONNECT (conn_tls_established restarts it). */
+     * wait for CONNECT (conn_tls_established restarts it). A handshake
+     * thread keeps its own time. */
     ev_timer_init(&c->timer, on_timer,
                   c->tp_ctx ? b->cfg->tls_handshake_timeout : b->cfg->connect_timeout, 0);
-    ev_timer_start(b->loop, &c->timer);
     c->last_rx = ev_now(b->loop);
+    if (!c->tp_ctx || !b->handshakes || hs_pool_submit(b->handshakes, c)) {
+        ev_io_start(b->loop, &c->rio);
+        ev_timer_start(b->loop, &c->timer);
+    }
 
     c->next = b->conns;
     if (b->conns)
@@ -139,6 +143,12 @@ void conn_close(conn *c, const char *reason)
 {
     if (c->state == CONN_CLOSING)
         return;
+    if (c->hs) {
+        /* A handshake thread owns the TLS state: close when it is back. */
+        if (!c->hs_close)
+            c->hs_close = reason;
+        return;
+    }
     broker *b = c->b;
     if (c->s)
         LOG_INFO("client %s (%s) disconnected: %s", c->s->client_id, c->peer, reason);
@@ -193,6 +203,39 @@ void conn_reap(conn *c)
         c->next->prev = c->prev;
     b->stats.conns_open--;
     gmq_free(c);
+}
+
+/* Back from a handshake thread (handshake.h). */
+void conn_handshake_done(conn *c, enum hs_result r)
+{
+    broker *b = c->b;
+    if (c->hs_close) {
+        conn_close(c, c->hs_close);
+        return;
+    }
+    switch (r) {
+    case HS_DONE:
+        break;
+    case HS_FAILED:
+        b->stats.tls_handshakes_failed++;
+        conn_close(c, "TLS handshake failed");
+        return;
+    case HS_TIMEOUT:
+        conn_close(c, "TLS handshake timeout");
+        return;
+    case HS_CANCELLED:
+        conn_close(c, "broker shutting down");
+        return;
+    }
+    if (tls_transport_established(c)) {
+        conn_close(c, "TLS connection refused");
+        return;
+    }
+    /* CONNECT may already sit decrypted in mbedtls, where the socket does
+     * not signal it: read now. */
+    c->last_rx = ev_now(b->loop);
+    ev_io_start(b->loop, &c->rio);
+    ev_feed_event(b->loop, &c->rio, EV_READ);
 }
 
 /* ---- output ------------------------------------------------------------- */

@@ -12,6 +12,7 @@
 
 #include "broker/alloc.h"
 #include "broker/broker.h"
+#include "broker/handshake.h"
 #include "broker/log.h"
 #include "broker/access.h"
 #include "broker/bridge.h"
@@ -203,6 +204,12 @@ int broker_prepare(broker *b)
             return -1;
         }
     }
+    if (b->rng && cfg->tls_handshake_threads != 0) {
+        unsigned n = cfg->tls_handshake_threads < 0 ? hs_default_threads()
+                                                    : (unsigned)cfg->tls_handshake_threads;
+        if (!(b->handshakes = hs_pool_new(b, n, cfg->tls_handshake_timeout)))
+            return -1;
+    }
     if (login_init(b))
         return -1;
     return access_init(b);
@@ -256,6 +263,9 @@ void broker_shutdown(broker *b)
         }
     }
     ev_timer_stop(b->loop, &b->sys_timer);
+    /* Connections still handshaking come back cancelled (and are closed). */
+    hs_pool_free(b->handshakes);
+    b->handshakes = NULL;
     for (conn *c = b->conns; c; c = c->next) {
         if (c->state != CONN_CLOSING && c->wlen > c->woff)
             conn_flush(c);
@@ -268,7 +278,7 @@ void broker_free(broker *b)
 {
     if (!b)
         return;
-    if (b->conns)
+    if (b->conns || b->handshakes)
         broker_shutdown(b);
     ev_prepare_stop(b->loop, &b->prepare);
     /* Remaining persistent sessions. session_destroy edits the map, so

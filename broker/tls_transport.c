@@ -1,8 +1,10 @@
 /*
  * tls_transport.c - the TLS transport: mbedtls over a connection's socket.
  *
- * The handshake runs inside recv, non-blocking, driven by the connection's
- * read and write watchers; once it completes, conn_tls_established() checks
+ * The handshake runs on a handshake thread (handshake.c), or, without one,
+ * inside recv, non-blocking, driven by the connection's read and write
+ * watchers; either way only the socket and the mbedtls context are touched
+ * until it completes. Then, on the loop thread, conn_tls_established() checks
  * the peer's certificate and reads its identity before any MQTT byte is
  * parsed. The connection holds a reference on the tls_server whose
  * configuration its mbedtls context uses.
@@ -63,21 +65,36 @@ static void log_handshake_failure(conn *c, tls_conn *t, int rc)
     }
 }
 
+ptrdiff_t tls_transport_handshake(conn *c)
+{
+    tls_conn *t = c->tp_ctx;
+    int rc = mbedtls_ssl_handshake(&t->ssl);
+    if (rc == MBEDTLS_ERR_SSL_WANT_READ)
+        return GMQ_IO_WANT_READ;
+    if (rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+        return GMQ_IO_WANT_WRITE;
+    if (rc) {
+        log_handshake_failure(c, t, rc);
+        return GMQ_IO_ERROR;
+    }
+    t->established = true;
+    return 0;
+}
+
+int tls_transport_established(conn *c)
+{
+    tls_conn *t = c->tp_ctx;
+    return conn_tls_established(c, t->srv, mbedtls_ssl_get_peer_cert(&t->ssl));
+}
+
 static ptrdiff_t tls_recv(conn *c, uint8_t *buf, size_t len)
 {
     tls_conn *t = c->tp_ctx;
     if (!t->established) {
-        int rc = mbedtls_ssl_handshake(&t->ssl);
-        if (rc == MBEDTLS_ERR_SSL_WANT_READ)
-            return GMQ_IO_WANT_READ;
-        if (rc == MBEDTLS_ERR_SSL_WANT_WRITE)
-            return GMQ_IO_WANT_WRITE;
-        if (rc) {
-            log_handshake_failure(c, t, rc);
-            return GMQ_IO_ERROR;
-        }
-        t->established = true;
-        if (conn_tls_established(c, t->srv, mbedtls_ssl_get_peer_cert(&t->ssl)))
+        ptrdiff_t rc = tls_transport_handshake(c);
+        if (rc)
+            return rc;
+        if (tls_transport_established(c))
             return GMQ_IO_ERROR;
     }
     int rc = mbedtls_ssl_read(&t->ssl, buf, len);

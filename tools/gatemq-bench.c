@@ -1736,6 +1736,12 @@ static void teardown(void)
             free(c->ssl);
             c->ssl = NULL;
         }
+        /* Buffers first: a closed connection (fd -1) may still hold them. */
+        free(c->in.p);
+        free(c->out.p);
+        free(c->ids);
+        free(c->topic);
+        free(c->next_seq);
         if (c->fd < 0)
             continue;
         /* A DISCONNECT after a half-written packet would corrupt the stream. */
@@ -1744,11 +1750,6 @@ static void teardown(void)
         ev_io_stop(b.loop, &c->io);
         close(c->fd);
         c->fd = -1;
-        free(c->in.p);
-        free(c->out.p);
-        free(c->ids);
-        free(c->topic);
-        free(c->next_seq);
     }
     free(b.conns);
     free(b.payload);
