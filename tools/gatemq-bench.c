@@ -3,7 +3,11 @@
  *
  * One process, one thread, one libev loop: on a two-core machine the broker
  * under test gets one core and the generator the other, so a second generator
- * thread would only steal time from the broker and skew its figures.
+ * thread would only steal time from the broker and skew its figures. The
+ * exception is --handshakes with --procs N: a TLS client spends several ms
+ * of CPU on each full handshake, more than the broker does, so one generator
+ * core cannot keep a multi-core broker busy; N processes then share the
+ * handshakes and the concurrency, start together, and are reported as one.
  *
  * Every publisher i publishes to "<prefix>/<i>". Subscribers subscribe to
  * "<prefix>/0" when there is a single publisher (one-to-one, fan-out) and to
@@ -32,11 +36,16 @@
  * untimed full handshake. --startup waits for a starting broker and reports
  * when it first accepted a TCP connection, a CONNECT and a SUBSCRIBE.
  *
+ * One source address gives at most the ephemeral port range (about 28,000 on
+ * Linux) connections to one broker port: runs of more connections to an IPv4
+ * loopback broker spread them over 127.0.0.1, 127.0.0.2, ... (--sources).
+ *
  * Exit status: 0 success, 1 lost messages or a run-time failure (connection
  * refused, closed by the broker, protocol error), 2 bad usage.
  */
 #include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -55,6 +64,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,6 +84,7 @@
 #define IN_MIN 4096
 #define IN_READ_MAX (256 * 1024) /* grow read buffers up to this for big reads */
 #define MAX_PENDING_CONNECTS 256 /* stay well under the broker's listen backlog */
+#define CONNS_PER_SOURCE 20000  /* connections per loopback source address */
 #define PACE_MIN_NS 50000       /* paced runs wake at most every 50 us */
 #define HOUSEKEEPING_INTERVAL 0.1
 
@@ -142,6 +153,9 @@ static struct bench {
     const char *cafile, *certfile, *keyfile, *servername;
     unsigned concurrency;
     uint32_t handshakes;
+    unsigned procs;         /* --procs: generator processes of --handshakes */
+    unsigned sources;       /* --sources: loopback source addresses (0: automatic) */
+    int ready_fd, go_fd, result_fd; /* a --procs child's pipes to its parent, or -1 */
     double startup;         /* --startup: wait this long for a starting broker */
     mbedtls_ssl_config tls_conf;
     mbedtls_x509_crt tls_ca, tls_cert;
@@ -188,6 +202,10 @@ static struct bench {
     .topics = 1,
     .concurrency = 16,
     .servername = "localhost",
+    .procs = 1,
+    .ready_fd = -1,
+    .go_fd = -1,
+    .result_fd = -1,
 };
 
 static void pub_fill(conn *c);
@@ -682,6 +700,21 @@ static void start_connect(conn *c)
     }
     int one = 1; /* latency is measured per message: never let Nagle hold one back */
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (b.sources > 1) {
+        /* Slot i connects from 127.0.0.(1 + i % sources). The port is chosen
+         * at connect(), for the whole 4-tuple, so every source address gets
+         * the full ephemeral range towards the broker's one port. */
+        uint32_t k = (uint32_t)((size_t)(c - b.conns) % b.sources);
+        struct sockaddr_in src = {
+            .sin_family = AF_INET,
+            .sin_addr.s_addr = htonl(INADDR_LOOPBACK + k),
+        };
+        setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0) {
+            fail("bind to source address 127.0.0.%" PRIu32 ": %s", 1 + k, strerror(errno));
+            return;
+        }
+    }
     b.pending_connects++;
     ev_io_init(&c->io, on_io, c->fd, 0);
     c->events = 0;
@@ -1314,8 +1347,31 @@ static void hs_next(conn *c)
     }
 }
 
+/* A --procs child: tell the parent that the untimed part is over, and wait
+ * until it says go (closes the pipe) so that all children start together.
+ * Blocking is fine: the only connection so far, the warm-up, is closed. */
+static void hs_barrier(void)
+{
+    if (b.ready_fd < 0)
+        return;
+    char ch = 'r';
+    ssize_t n;
+    do
+        n = write(b.ready_fd, &ch, 1);
+    while (n < 0 && errno == EINTR);
+    close(b.ready_fd);
+    b.ready_fd = -1;
+    do
+        n = read(b.go_fd, &ch, 1);
+    while (n < 0 && errno == EINTR);
+    close(b.go_fd);
+    b.go_fd = -1;
+    ev_now_update(b.loop);
+}
+
 static void hs_timed_start(void)
 {
+    hs_barrier();
     b.t_start = now_ns();
     b.gen_cpu = cpu_seconds();
     b.last_progress = ev_now(b.loop);
@@ -1439,12 +1495,17 @@ static void usage(FILE *f)
         "  --handshake-only   with --handshakes: close right after the handshake\n"
         "  --resume       resume the session (ticket) of one untimed full handshake\n"
         "  -c N           concurrent connections of --handshakes (16)\n"
+        "  --procs N      --handshakes in N generator processes, each with its share of\n"
+        "                 the handshakes and of -c, started together (1)\n"
+        "  --sources N    connect from N loopback addresses 127.0.0.1 .. 127.0.0.N in\n"
+        "                 turn (default: one per %d connections to an IPv4 loopback\n"
+        "                 broker, since one address has about 28,000 ports)\n"
         "  --startup SECONDS   wait up to SECONDS for a starting broker; report when it\n"
         "                 first accepted a TCP connection, CONNECT and SUBSCRIBE\n"
         "  --free-port    print a currently free TCP port on 127.0.0.1 and exit\n"
         "  --help         this text\n"
         "Exit status: 0 ok, 1 lost messages or failure, 2 bad usage.\n",
-        BENCH_HDR);
+        BENCH_HDR, CONNS_PER_SOURCE);
 }
 
 static void bad_usage(const char *fmt, ...)
@@ -1499,7 +1560,7 @@ static void parse_args(int argc, char **argv)
     enum { OPT_JSON = 256, OPT_IDLE, OPT_PAIRS, OPT_FREE_PORT, OPT_HELP, OPT_RETAIN, OPT_TOPICS,
            OPT_USERNAME, OPT_PASSWORD, OPT_TLS, OPT_CAFILE, OPT_CERT, OPT_KEY, OPT_SERVERNAME,
            OPT_HANDSHAKES, OPT_HS_ONLY, OPT_RESUME, OPT_STARTUP, OPT_JSON_PAYLOAD,
-           OPT_CLIENT_ID };
+           OPT_CLIENT_ID, OPT_PROCS, OPT_SOURCES };
     static const struct option longopts[] = {
         { "retain", no_argument, NULL, OPT_RETAIN },
         { "topics", required_argument, NULL, OPT_TOPICS },
@@ -1513,6 +1574,8 @@ static void parse_args(int argc, char **argv)
         { "handshakes", required_argument, NULL, OPT_HANDSHAKES },
         { "handshake-only", no_argument, NULL, OPT_HS_ONLY },
         { "resume", no_argument, NULL, OPT_RESUME },
+        { "procs", required_argument, NULL, OPT_PROCS },
+        { "sources", required_argument, NULL, OPT_SOURCES },
         { "startup", required_argument, NULL, OPT_STARTUP },
         { "json", no_argument, NULL, OPT_JSON },
         { "json-payload", no_argument, NULL, OPT_JSON_PAYLOAD },
@@ -1567,6 +1630,8 @@ static void parse_args(int argc, char **argv)
             break;
         case OPT_HS_ONLY: b.hs_only = true; break;
         case OPT_RESUME: b.resume = true; break;
+        case OPT_PROCS: b.procs = (unsigned)parse_uint("--procs", optarg, 1, 64); break;
+        case OPT_SOURCES: b.sources = (unsigned)parse_uint("--sources", optarg, 1, 255); break;
         case OPT_STARTUP: b.startup = parse_double("--startup", optarg, 0.01, 1e6); break;
         case OPT_JSON: b.json = true; break;
         case OPT_JSON_PAYLOAD: b.json_payload = true; break;
@@ -1596,6 +1661,11 @@ static void parse_args(int argc, char **argv)
         bad_usage("give --cert and --key together");
     if (b.hs_only && !b.hs_mode)
         bad_usage("--handshake-only needs --handshakes");
+    if (b.procs > 1 && !b.hs_mode)
+        bad_usage("--procs applies to --handshakes only");
+    if (b.procs > 1 && (b.procs > b.handshakes || b.procs > b.concurrency))
+        bad_usage("--procs %u needs at least as many handshakes and -c (%" PRIu32 ", %u)",
+                  b.procs, b.handshakes, b.concurrency);
     if (b.hs_mode && b.idle_mode)
         bad_usage("give either --handshakes or --idle, not both");
     if (b.startup > 0 && (b.tls || b.idle_mode))
@@ -1666,6 +1736,16 @@ static void setup(void)
         /* Two connections with one id would take each other's session over. */
         fprintf(stderr, "gatemq-bench: --client-id needs a run of one connection (-P 1 -S 0, "
                         "--idle 1, or --handshakes with -c 1)\n");
+        exit(2);
+    }
+    bool loopback4 = b.addr->ai_family == AF_INET &&
+                     ntohl(((struct sockaddr_in *)b.addr->ai_addr)->sin_addr.s_addr) >> 24 == 127;
+    if (b.sources == 0 && loopback4 && b.nconns > CONNS_PER_SOURCE) {
+        size_t n = (b.nconns + CONNS_PER_SOURCE - 1) / CONNS_PER_SOURCE;
+        b.sources = n > 255 ? 255 : (unsigned)n;
+    }
+    if (b.sources > 1 && !loopback4) {
+        fprintf(stderr, "gatemq-bench: --sources needs a broker on an IPv4 loopback address\n");
         exit(2);
     }
     raise_nofile(b.nconns + 16);
@@ -1806,34 +1886,39 @@ static int report_hs(void)
     double secs = b.t_last_deliv > b.t_start && b.t_start ? (double)(b.t_last_deliv - b.t_start) / 1e9
                                                            : 0;
     double rate = secs > 0 ? (double)b.hs_done / secs : 0;
-    double gen_busy = secs > 0 ? b.gen_cpu / secs : 0;
+    /* With --procs: the mean share of one core per generator process. */
+    double gen_busy = secs > 0 ? b.gen_cpu / secs / b.procs : 0;
     uint64_t resumed = b.hs_done - b.hs_full;
     const char *what = b.hs_only ? "TLS handshake" : "TLS handshake + CONNECT/CONNACK";
     if (b.json) {
         printf("{\"mode\":\"handshakes\",\"ok\":%s,\"what\":\"%s\",\"handshakes\":%" PRIu32
                ",\"done\":%" PRIu64 ",\"full\":%" PRIu64 ",\"resumed\":%" PRIu64
-               ",\"concurrency\":%zu,\"seconds\":%.6f,\"rate\":%.1f,\"generator_busy\":%.2f,"
-               "\"error\":",
+               ",\"concurrency\":%zu,\"procs\":%u,\"seconds\":%.6f,\"rate\":%.1f,"
+               "\"generator_busy\":%.2f,\"error\":",
                ok ? "true" : "false", what, b.handshakes, b.hs_done, b.hs_full, resumed, b.nconns,
-               secs, rate, gen_busy);
+               b.procs, secs, rate, gen_busy);
         print_json_string(b.error);
         printf("}\n");
     } else {
         printf("gatemq-bench %s:%s %s, %zu at a time%s\n", b.host, b.port, what, b.nconns,
                b.resume ? ", resuming one session" : "");
+        if (b.procs > 1)
+            printf("  processes   %u, from the first connect of any to the last CONNACK of any\n",
+                   b.procs);
         printf("  completed   %" PRIu64 " of %" PRIu32 " in %.3f s: %.0f/s (%" PRIu64
                " full, %" PRIu64 " resumed)\n",
                b.hs_done, b.handshakes, secs, rate, b.hs_full, resumed);
-        printf("  generator   %.0f%% of one core%s\n", gen_busy * 100,
+        printf("  generator   %.0f%% of one core%s%s\n", gen_busy * 100,
+               b.procs > 1 ? " per process" : "",
                gen_busy > 0.9 ? " (saturated: the broker may be faster than shown)" : "");
         if (b.resume && b.hs_done && resumed < b.hs_done)
             printf("  note        the broker resumed only %" PRIu64 " of %" PRIu64 " sessions\n",
                    resumed, b.hs_done);
         printf("SUMMARY mode=handshakes result=%s handshakes=%" PRIu32 " done=%" PRIu64
-               " full=%" PRIu64 " resumed=%" PRIu64 " concurrency=%zu seconds=%.3f rate=%.1f"
-               " gen_busy=%.2f\n",
-               ok ? "OK" : "FAILED", b.handshakes, b.hs_done, b.hs_full, resumed, b.nconns, secs,
-               rate, gen_busy);
+               " full=%" PRIu64 " resumed=%" PRIu64 " concurrency=%zu procs=%u seconds=%.3f"
+               " rate=%.1f gen_busy=%.2f\n",
+               ok ? "OK" : "FAILED", b.handshakes, b.hs_done, b.hs_full, resumed, b.nconns,
+               b.procs, secs, rate, gen_busy);
     }
     if (b.error[0])
         fprintf(stderr, "gatemq-bench: %s\n", b.error);
@@ -1841,6 +1926,119 @@ static int report_hs(void)
         fprintf(stderr, "gatemq-bench: no progress for %.0f s: %" PRIu64 " of %" PRIu32
                 " handshakes completed\n", b.drain_timeout, b.hs_done, b.handshakes);
     return ok ? 0 : 1;
+}
+
+/* ---- --procs: handshakes in several processes ------------------------------ */
+
+/* A child's result, one line in one write (shorter than PIPE_BUF, so lines of
+ * several children never interleave): start and end of its timed part
+ * (CLOCK_MONOTONIC ns, the same clock in every process), handshakes done and
+ * full, CPU seconds, then the error text (empty when it succeeded). */
+static void hs_child_report(void)
+{
+    char line[512];
+    int n = snprintf(line, sizeof line, "R %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+                     " %.6f %.300s\n", b.t_start, b.t_last_deliv, b.hs_done, b.hs_full,
+                     b.gen_cpu, b.error);
+    if (n > 0 && (size_t)n < sizeof line)
+        (void)!write(b.result_fd, line, (size_t)n);
+    close(b.result_fd);
+}
+
+/* Fork --procs children, each with its share of the handshakes and of -c;
+ * release them together once every one has finished its untimed warm-up, and
+ * report the sum of their results over the span from the first child's first
+ * connect to the last child's last CONNACK. Returns -1 in a child (which then
+ * runs as a generator of its own), the exit status in the parent. */
+static int hs_fork(void)
+{
+    int ready[2], go[2], res[2];
+    if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 || pipe2(res, O_CLOEXEC) < 0) {
+        fprintf(stderr, "gatemq-bench: pipe: %s\n", strerror(errno));
+        return 1;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    unsigned started = 0;
+    for (unsigned i = 0; i < b.procs; i++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            fprintf(stderr, "gatemq-bench: fork: %s\n", strerror(errno));
+            break;
+        }
+        if (pid == 0) {
+            close(ready[0]);
+            close(go[1]);
+            close(res[0]);
+            b.ready_fd = ready[1];
+            b.go_fd = go[0];
+            b.result_fd = res[1];
+            b.handshakes = b.handshakes / b.procs + (i < b.handshakes % b.procs);
+            b.concurrency = b.concurrency / b.procs + (i < b.concurrency % b.procs);
+            b.procs = 1;
+            return -1;
+        }
+        started++;
+    }
+    close(ready[1]);
+    close(go[0]);
+    close(res[1]);
+    /* Wait for every child's ready byte; one that exits first has failed
+     * (its result says why), and the others are let go at once. */
+    unsigned ready_n = 0, exited = 0;
+    while (ready_n < started && exited == 0) {
+        struct pollfd pfd = { .fd = ready[0], .events = POLLIN };
+        if (poll(&pfd, 1, 100) > 0) {
+            char buf[64];
+            ssize_t n = read(ready[0], buf, sizeof buf);
+            if (n > 0)
+                ready_n += (unsigned)n;
+            else if (n == 0)
+                break; /* every child has exited */
+        }
+        int st;
+        while (waitpid(-1, &st, WNOHANG) > 0)
+            exited++;
+    }
+    close(go[1]); /* go */
+    close(ready[0]);
+
+    FILE *f = fdopen(res[0], "r");
+    char line[600];
+    unsigned reports = 0;
+    uint64_t t_first = 0, t_last = 0;
+    b.hs_done = b.hs_full = 0;
+    b.gen_cpu = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        uint64_t ts, te, done, full;
+        double cpu;
+        int off = 0;
+        if (sscanf(line, "R %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %lf %n", &ts, &te,
+                   &done, &full, &cpu, &off) < 5)
+            continue;
+        reports++;
+        if (ts && (!t_first || ts < t_first))
+            t_first = ts;
+        if (te > t_last)
+            t_last = te;
+        b.hs_done += done;
+        b.hs_full += full;
+        b.gen_cpu += cpu;
+        line[strcspn(line, "\n")] = 0;
+        if (!b.error[0] && line[off])
+            snprintf(b.error, sizeof b.error, "%s", line + off);
+    }
+    if (f)
+        fclose(f);
+    while (wait(NULL) > 0)
+        ;
+    if (!b.error[0] && reports < b.procs)
+        snprintf(b.error, sizeof b.error, "%u of %u generator processes reported no result",
+                 b.procs - reports, b.procs);
+    b.t_start = t_first;
+    b.t_last_deliv = t_last;
+    b.nconns = b.concurrency < b.handshakes ? b.concurrency : b.handshakes;
+    return report_hs();
 }
 
 /* ---- --startup: a blocking probe of a starting broker ---------------------- */
@@ -2057,6 +2255,11 @@ int main(int argc, char **argv)
 {
     parse_args(argc, argv);
     signal(SIGPIPE, SIG_IGN);
+    if (b.procs > 1) {
+        int rc = hs_fork();
+        if (rc >= 0)
+            return rc;
+    }
     setup();
     if (b.startup > 0) {
         int rc = startup_probe();
@@ -2085,6 +2288,11 @@ int main(int argc, char **argv)
         ev_run(b.loop, 0);
     b.gen_cpu = cpu_seconds() - b.gen_cpu;
 
+    if (b.result_fd >= 0) { /* a --procs child: the parent reports */
+        hs_child_report();
+        teardown();
+        return b.error[0] || b.hs_done != b.handshakes;
+    }
     int rc = b.hs_mode ? report_hs() : b.idle_mode ? report_idle() : report();
     teardown();
     return rc;
