@@ -81,7 +81,8 @@ typedef struct tls_identity {
 } tls_identity;
 
 /* Fill *out from a peer certificate that the handshake verified. With
- * company CAs, the CA that issued the certificate names the company.
+ * company CAs, the CA that issued the certificate names the company, even
+ * if a CRL lists the certificate (tls_server_is_revoked answers that).
  * Returns 0, or -1 with err saying why (missing CN or company field,
  * characters that cannot be a topic level, no company CA issued it). */
 int tls_server_identity(const tls_server *t, const mbedtls_x509_crt *peer, tls_identity *out,

@@ -33,28 +33,25 @@ struct auth_job {
 
 /* ---- certificates ---------------------------------------------------------- */
 
-int conn_tls_established(conn *c, const tls_server *srv, const mbedtls_x509_crt *peer)
+int conn_tls_established(conn *c, const tls_server *srv, const mbedtls_x509_crt *peer,
+                         tls_identity *id, const char *why)
 {
     conn_restart_connect_timer(c);
     if (!peer)
         return 0; /* no certificate: a user or anonymous client */
-    char why[256];
     /* A resumed session skips verification: check what can have changed. */
-    if (tls_server_is_revoked(srv, peer)) {
-        LOG_NOTICE("TLS connection from %s refused: client certificate is revoked", c->peer);
-        return -1;
-    }
-    if (mbedtls_x509_time_is_past(&peer->valid_to)) {
-        LOG_NOTICE("TLS connection from %s refused: client certificate has expired", c->peer);
-        return -1;
-    }
-    tls_identity *id = gmq_malloc(sizeof(*id));
-    if (!id) {
-        LOG_WARN("TLS connection from %s: no memory for its identity", c->peer);
-        return -1;
-    }
-    if (tls_server_identity(srv, peer, id, why, sizeof(why))) {
-        LOG_NOTICE("TLS connection from %s refused: %s", c->peer, why);
+    /* The listener's material may have been reloaded since the handshake
+     * started: its CRLs count as well. */
+    const tls_server *now = c->l && c->l->tls ? c->l->tls : srv;
+    const char *refusal = NULL;
+    if (tls_server_is_revoked(srv, peer) || (now != srv && tls_server_is_revoked(now, peer)))
+        refusal = "client certificate is revoked";
+    else if (mbedtls_x509_time_is_past(&peer->valid_to))
+        refusal = "client certificate has expired";
+    else if (!id)
+        refusal = why;
+    if (refusal) {
+        LOG_NOTICE("TLS connection from %s refused: %s", c->peer, refusal);
         gmq_free(id);
         return -1;
     }

@@ -68,11 +68,14 @@ static void free_job(reload_job *r)
     gmq_free(r);
 }
 
-/* Close connections whose certificate a newly loaded CRL revokes. */
+/* Close connections whose certificate a newly loaded CRL revokes. Those
+ * still on a handshake thread are not ours to look at: they are checked
+ * against the listener's current CRLs too when they come back
+ * (conn_tls_established). */
 static void drop_revoked(broker *b)
 {
     for (conn *c = b->conns; c; c = c->next) {
-        if (c->state == CONN_CLOSING || !c->l || !c->l->tls)
+        if (c->state == CONN_CLOSING || c->hs || !c->l || !c->l->tls)
             continue;
         const mbedtls_x509_crt *peer = tls_transport_peer_cert(c);
         if (peer && tls_server_is_revoked(c->l->tls, peer)) {

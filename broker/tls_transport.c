@@ -25,6 +25,12 @@ typedef struct tls_conn {
     mbedtls_ssl_context ssl;
     tls_server *srv;
     bool established;
+    /* The device identity read from the peer certificate when the
+     * handshake completed, on the thread that ran it (with company CAs it
+     * costs a signature check), until the loop takes it; or why it could
+     * not be read (NULL: no memory). */
+    tls_identity *id;
+    char *why;
     size_t write_pending; /* length of a write mbedtls must be re-called with */
 } tls_conn;
 
@@ -77,14 +83,40 @@ ptrdiff_t tls_transport_handshake(conn *c)
         log_handshake_failure(c, t, rc);
         return GMQ_IO_ERROR;
     }
+    const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&t->ssl);
+    /* Where a certificate is optional (require_certificate false: users
+     * may log in without one), mbedtls completes the handshake even when a
+     * presented certificate failed verification; such a certificate names
+     * no one. A resumed session carries the result of its first check. */
+    uint32_t flags = peer ? mbedtls_ssl_get_verify_result(&t->ssl) : 0;
+    if (flags) {
+        char text[256];
+        tls_verify_reason(flags, text, sizeof(text));
+        LOG_NOTICE("TLS handshake from %s refused: client certificate: %s", c->peer, text);
+        return GMQ_IO_ERROR;
+    }
     t->established = true;
+    if (peer && (t->id = gmq_malloc(sizeof(*t->id))) != NULL) {
+        char why[256];
+        if (tls_server_identity(t->srv, peer, t->id, why, sizeof(why))) {
+            gmq_free(t->id);
+            t->id = NULL;
+            t->why = gmq_strdup(why);
+        }
+    }
     return 0;
 }
 
 int tls_transport_established(conn *c)
 {
     tls_conn *t = c->tp_ctx;
-    return conn_tls_established(c, t->srv, mbedtls_ssl_get_peer_cert(&t->ssl));
+    tls_identity *id = t->id;
+    t->id = NULL;
+    int rc = conn_tls_established(c, t->srv, mbedtls_ssl_get_peer_cert(&t->ssl), id,
+                                  t->why ? t->why : "no memory for its identity");
+    gmq_free(t->why);
+    t->why = NULL;
+    return rc;
 }
 
 static ptrdiff_t tls_recv(conn *c, uint8_t *buf, size_t len)
@@ -152,6 +184,8 @@ static void tls_free(conn *c)
     if (t->established)
         mbedtls_ssl_close_notify(&t->ssl); /* best effort, non-blocking */
     mbedtls_ssl_free(&t->ssl);
+    gmq_free(t->id);
+    gmq_free(t->why);
     tls_server_unref(t->srv);
     gmq_free(t);
     c->tp_ctx = NULL;

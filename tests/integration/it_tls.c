@@ -3,8 +3,10 @@
  * TLS and stock clients (mosquitto_pub, mosquitto_sub, openssl s_client):
  * device logins and client id binding, refused certificates, revocation
  * and the other SIGHUP reloads, server certificate rotation, ECDSA and
- * RSA server keys, protocol versions and suites, session tickets, the
- * handshake timeout and --check-config on TLS files.
+ * RSA server keys, protocol versions, suites and curves, session tickets,
+ * the handshake timeout and --check-config on TLS files; and, calling
+ * auth/tls.c directly, how a configuration holds its EC keys and decides a
+ * company CA's company.
  *
  * The PKI is made once per program by tools/gatemq-cert (see tls_util.h);
  * a test that changes files the broker reads works on its own copies.
@@ -15,6 +17,13 @@
 
 #include <signal.h>
 #include <unistd.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/ecdsa.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/ssl_internal.h> /* mbedtls_ssl_key_cert: the configured key */
+
+#include "auth/tls.h"
 
 /* A broker whose TLS listener requires a client certificate. */
 static it_broker *cert_broker(tu_tls *m, uint16_t *port, const char *global)
@@ -205,6 +214,35 @@ static void test_certificate_from_another_ca_is_refused(void **state)
                    "the trusted CA");
     tu_log_lacks(b, "connected from");
     assert_still_serving(b, port, m.ca);
+    it_broker_stop(b);
+}
+
+/* Where a certificate is optional (require_certificate false, for users
+ * who log in with a password), a certificate that is presented must still
+ * verify: mbedtls would complete the handshake with an untrusted or expired
+ * one, which must not name a device. A client without one is served. */
+static void test_unverified_certificate_is_refused_where_certificates_are_optional(void **state)
+{
+    tu_tls m;
+    uint16_t port;
+    tu_tls_from(&m, tu_pki());
+    it_broker *b = tu_start(&m, "require_certificate false\nallow_anonymous true", NULL, &port);
+    tu_dev dev;
+    tu_fmt(dev.crt, sizeof dev.crt, "%s/foreign/devices/acme/gw-foreign.crt", tu_pki());
+    tu_fmt(dev.key, sizeof dev.key, "%s/foreign/devices/acme/gw-foreign.key", tu_pki());
+    expect_refused(b, port, m.ca, &dev, "gw-foreign", NULL,
+                   "refused: client certificate: The certificate is not correctly signed by "
+                   "the trusted CA");
+    tu_device(&dev, "acme", "gw-expired");
+    expect_refused(b, port, m.ca, &dev, "gw-expired", NULL,
+                   "refused: client certificate: The certificate validity has expired");
+    tu_log_lacks(b, "device gw-foreign");
+    tu_log_lacks(b, "device gw-expired");
+    char *out = NULL;
+    int rc = tu_dev_pub(port, m.ca, NULL, "anon-1", "it/anon", "x", &out);
+    if (rc != 0)
+        it_fail("a client without certificate was not served (exit %d):\n%s", rc, out);
+    free(out);
     it_broker_stop(b);
 }
 
@@ -605,6 +643,166 @@ static void test_tls12_negotiates_ecdhe_aead_suite(void **state)
     it_broker_stop(b);
 }
 
+/* The server picks the ECDHE curve by its own order (X25519, P-256, P-384:
+ * the cheapest for it first), not by the client's; a client without
+ * X25519 still gets P-256. (The ECDSA P-256 server certificate needs
+ * P-256 in the client's list in any case: TLS 1.2 applies the list to the
+ * certificate's curve too.) */
+static void test_ecdhe_curve_follows_server_preference(void **state)
+{
+    static const struct {
+        const char *offered;
+        const char *key;
+    } cases[] = {
+        {"P-256:X25519", "Server Temp Key: X25519"},
+        {"P-384:P-256", "Server Temp Key: ECDH, prime256v1"},
+        {"P-256", "Server Temp Key: ECDH, prime256v1"},
+    };
+    tu_tls m;
+    uint16_t port;
+    tu_tls_from(&m, tu_pki());
+    it_broker *b = tu_start(&m, "require_certificate false\nallow_anonymous true", NULL, &port);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *out = NULL;
+        int rc = s_client(port, m.ca, &out, "-tls1_2", "-brief", "-groups", cases[i].offered, NULL);
+        if (rc != 0)
+            it_fail("s_client -groups %s exited %d:\n%s", cases[i].offered, rc, out);
+        tu_expect_has(out, cases[i].key, cases[i].offered);
+        free(out);
+    }
+    it_broker_stop(b);
+}
+
+/* An EC key of the configuration (server key, CAs, company CAs) is held
+ * as an ECDSA key whose group keeps the generator's precomputed table,
+ * built at load: handshakes then sign and check CA signatures without
+ * rebuilding it. The converted keys still sign, verify and check the
+ * chain and CRL; an RSA server key is left as it is. */
+static void test_ec_keys_keep_generator_table(void **state)
+{
+    tu_tls m;
+    tu_tls_from(&m, tu_pki());
+    char cca[PATH_MAX];
+    tu_fmt(cca, sizeof cca, "%s/ca.crt", tu_company_ca());
+    tls_company_ca co = {"globex", cca};
+    tls_settings s = {.certfile = m.cert, .keyfile = m.key, .cafile = m.ca, .crlfile = m.crl,
+                      .company_cas = &co, .ncompany_cas = 1};
+    tls_rng *rng = tls_rng_new();
+    assert_non_null(rng);
+    tls_server *t = NULL;
+    char err[512];
+    if (tls_server_new(&s, rng, NULL, &t, err, sizeof err))
+        it_fail("tls_server_new: %s", err);
+    const mbedtls_ssl_config *conf = tls_server_config(t);
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_entropy_init(&entropy);
+    mbedtls_ctr_drbg_init(&drbg);
+    assert_int_equal(mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &entropy, NULL, 0), 0);
+
+    mbedtls_pk_context *key = conf->key_cert->key;
+    assert_int_equal(mbedtls_pk_get_type(key), MBEDTLS_PK_ECDSA);
+    assert_non_null(mbedtls_pk_ec(*key)->grp.T);
+    unsigned char hash[32] = {1, 2, 3}, sig[MBEDTLS_ECDSA_MAX_LEN];
+    size_t slen = 0;
+    assert_int_equal(mbedtls_pk_sign(key, MBEDTLS_MD_SHA256, hash, sizeof hash, sig, &slen,
+                                     mbedtls_ctr_drbg_random, &drbg),
+                     0);
+    assert_int_equal(mbedtls_pk_verify(&conf->key_cert->cert->pk, MBEDTLS_MD_SHA256, hash,
+                                       sizeof hash, sig, slen),
+                     0);
+
+    int ncas = 0;
+    for (const mbedtls_x509_crt *ca = conf->ca_chain; ca && ca->raw.p; ca = ca->next, ncas++) {
+        assert_int_equal(mbedtls_pk_get_type(&ca->pk), MBEDTLS_PK_ECDSA);
+        assert_non_null(mbedtls_pk_ec(ca->pk)->grp.T);
+    }
+    assert_int_equal(ncas, 2); /* cafile and the company CA */
+
+    /* A device of the main CA verifies against the chain and the CRL; a
+     * revoked one is reported revoked. */
+    tu_dev good, revoked;
+    tu_device(&good, "acme", "gw-0001");
+    tu_device(&revoked, "acme", "gw-revoked");
+    mbedtls_x509_crt dev;
+    uint32_t flags = 0;
+    mbedtls_x509_crt_init(&dev);
+    assert_int_equal(mbedtls_x509_crt_parse_file(&dev, good.crt), 0);
+    assert_int_equal(mbedtls_x509_crt_verify(&dev, conf->ca_chain, conf->ca_crl, NULL, &flags,
+                                             NULL, NULL),
+                     0);
+    mbedtls_x509_crt_free(&dev);
+    mbedtls_x509_crt_init(&dev);
+    assert_int_equal(mbedtls_x509_crt_parse_file(&dev, revoked.crt), 0);
+    assert_int_not_equal(mbedtls_x509_crt_verify(&dev, conf->ca_chain, conf->ca_crl, NULL,
+                                                 &flags, NULL, NULL),
+                         0);
+    assert_true(flags & MBEDTLS_X509_BADCERT_REVOKED);
+    mbedtls_x509_crt_free(&dev);
+
+    /* The company CA's own copy decides the company. */
+    tu_dev g1;
+    tu_device_in(&g1, tu_company_ca(), "whatever", "gw-g1");
+    mbedtls_x509_crt_init(&dev);
+    assert_int_equal(mbedtls_x509_crt_parse_file(&dev, g1.crt), 0);
+    tls_identity id;
+    if (tls_server_identity(t, &dev, &id, err, sizeof err))
+        it_fail("tls_server_identity: %s", err);
+    assert_string_equal(id.company, "globex");
+    mbedtls_x509_crt_free(&dev);
+    tls_server_unref(t);
+    mbedtls_ctr_drbg_free(&drbg);
+    mbedtls_entropy_free(&entropy);
+
+    /* RSA server key: not an EC key, left alone. */
+    tu_tls r;
+    tu_tls_from(&r, tu_pki_rsa());
+    tls_settings rs = {.certfile = r.cert, .keyfile = r.key};
+    if (tls_server_new(&rs, rng, NULL, &t, err, sizeof err))
+        it_fail("tls_server_new (RSA): %s", err);
+    assert_int_equal(mbedtls_pk_get_type(tls_server_config(t)->key_cert->key), MBEDTLS_PK_RSA);
+    tls_server_unref(t);
+    tls_rng_free(rng);
+}
+
+/* With company CAs the issuing CA decides the company even of a
+ * certificate its CRL lists: the identity does not check CRLs again (the
+ * handshake and tls_server_is_revoked do), so it never falls back to the
+ * subject's O for a company CA's certificate. */
+static void test_company_ca_decides_company_of_listed_certificate(void **state)
+{
+    const char *co = tu_pki_copy(tu_company_ca());
+    tu_cert("revoke", co, "whatever", "gw-g1", NULL);
+    tu_tls m;
+    tu_tls_from(&m, tu_pki());
+    char cca[PATH_MAX], crl[PATH_MAX];
+    tu_fmt(cca, sizeof cca, "%s/ca.crt", co);
+    tu_fmt(crl, sizeof crl, "%s/crl.pem", co);
+    tls_company_ca ca = {"globex", cca};
+    tls_settings s = {.certfile = m.cert, .keyfile = m.key, .cafile = m.ca, .crlfile = crl,
+                      .company_cas = &ca, .ncompany_cas = 1};
+    tls_rng *rng = tls_rng_new();
+    assert_non_null(rng);
+    tls_server *t = NULL;
+    char err[512];
+    if (tls_server_new(&s, rng, NULL, &t, err, sizeof err))
+        it_fail("tls_server_new: %s", err);
+    tu_dev g1;
+    tu_device_in(&g1, co, "whatever", "gw-g1");
+    mbedtls_x509_crt dev;
+    mbedtls_x509_crt_init(&dev);
+    assert_int_equal(mbedtls_x509_crt_parse_file(&dev, g1.crt), 0);
+    assert_true(tls_server_is_revoked(t, &dev));
+    tls_identity id;
+    if (tls_server_identity(t, &dev, &id, err, sizeof err))
+        it_fail("tls_server_identity: %s", err);
+    assert_string_equal(id.device, "gw-g1");
+    assert_string_equal(id.company, "globex");
+    mbedtls_x509_crt_free(&dev);
+    tls_server_unref(t);
+    tls_rng_free(rng);
+}
+
 /* A client offering only a CBC suite finds nothing in common. */
 static void test_tls12_cbc_only_client_is_refused(void **state)
 {
@@ -851,6 +1049,7 @@ int main(void)
         TU_TEST(test_device_certificate_ignores_username_and_password),
         TU_TEST(test_no_certificate_is_refused_on_require_certificate_listener),
         TU_TEST(test_certificate_from_another_ca_is_refused),
+        TU_TEST(test_unverified_certificate_is_refused_where_certificates_are_optional),
         TU_TEST(test_expired_certificate_is_refused),
         TU_TEST(test_certificate_without_company_is_refused),
         TU_TEST(test_certificate_revoked_in_crl_at_start_is_refused),
@@ -867,6 +1066,9 @@ int main(void)
         TU_TEST(test_tls11_is_refused),
         TU_TEST(test_tls12_negotiates_ecdhe_aead_suite),
         TU_TEST(test_tls12_cbc_only_client_is_refused),
+        TU_TEST(test_ecdhe_curve_follows_server_preference),
+        TU_TEST(test_ec_keys_keep_generator_table),
+        TU_TEST(test_company_ca_decides_company_of_listed_certificate),
         TU_TEST(test_session_ticket_resumes_without_client_certificate),
         TU_TEST(test_session_ticket_resumes_with_client_certificate),
         TU_TEST(test_resumed_session_of_revoked_device_is_refused),
