@@ -50,10 +50,12 @@ enum { ACL__VAR_D = 1, ACL__VAR_U = 2, ACL__VAR_C = 4 };
 enum { ACL__S_GROUP, ACL__S_DEVICE, ACL__S_USER, ACL__S_ANON };
 
 /* One level of a rule filter. TMPL levels hold the raw text with its
- * %-escapes; LIT levels contain no '%'. */
+ * %-escapes; LIT levels contain no '%' and carry their acl__level_hash, so
+ * that most comparisons with a topic's level are one integer comparison. */
 typedef struct acl__level {
     const char *p;
     uint32_t len;
+    uint32_t hash; /* LIT levels of rules only; 0 otherwise */
     uint8_t kind;
 } acl__level;
 
@@ -529,6 +531,7 @@ static int acl__add_levels(acl *a, const char *p, size_t n, acl__rule *r)
             l->kind = ACL__TMPL;
         else
             l->kind = ACL__LIT;
+        l->hash = l->kind == ACL__LIT ? acl__level_hash(l->p, l->len) : 0;
         r->nlv++;
         start = i + 1;
     }
@@ -779,11 +782,83 @@ static bool acl__tmpl_eq(const acl__level *l, const acl__vals *v, const char *s,
     return j == n;
 }
 
+/* Topic levels are short: a loop beats a call to memcmp. */
+static bool acl__bytes_eq(const char *a, const char *b, size_t n)
+{
+    if (n > 16)
+        return memcmp(a, b, n) == 0;
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
 static bool acl__level_eq(const acl__level *l, const acl__vals *v, const char *s, size_t n)
 {
     if (l->kind == ACL__TMPL)
         return acl__tmpl_eq(l, v, s, n);
-    return l->len == n && memcmp(l->p, s, n) == 0;
+    return l->len == n && acl__bytes_eq(l->p, s, n);
+}
+
+/* A topic name split once per check, so that each rule compares levels
+ * rather than searching for slashes again. Topics deeper than
+ * ACL__SPLIT_MAX levels take the general path (acl__covers). */
+#define ACL__SPLIT_MAX 32
+
+typedef struct acl__tlevel {
+    const char *p;
+    uint32_t len;
+    uint32_t hash; /* acl__level_hash */
+} acl__tlevel;
+
+/* Levels of topic name s[0..len) into t; false if there are more than
+ * ACL__SPLIT_MAX. */
+static bool acl__split(const char *s, size_t len, acl__tlevel *t, size_t *nt)
+{
+    size_t n = 0, start = 0;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0;; i++) {
+        if (i < len && s[i] != '/') {
+            h ^= (unsigned char)s[i];
+            h *= 16777619u;
+            continue;
+        }
+        if (n == ACL__SPLIT_MAX)
+            return false;
+        t[n++] = (acl__tlevel){ s + start, (uint32_t)(i - start), h };
+        if (i == len)
+            break;
+        start = i + 1;
+        h = 2166136261u;
+    }
+    *nt = n;
+    return true;
+}
+
+/* Does the rule filter lv[0..nlv), with values v, match the split topic
+ * name t[0..nt)? dollar: the topic starts with '$'. The same answer as
+ * acl__covers with the topic as inner. */
+static bool acl__matches(const acl__level *lv, size_t nlv, const acl__vals *v,
+                         const acl__tlevel *t, size_t nt, bool dollar)
+{
+    for (size_t i = 0;; i++) {
+        if (i == nlv)
+            return i == nt;
+        const acl__level *l = &lv[i];
+        if (l->kind == ACL__HASH) /* this level and all below, and the parent */
+            return !(i == 0 && dollar); /* [MQTT-4.7.2-1] */
+        if (i == nt)
+            return false;
+        if (l->kind == ACL__PLUS) {
+            if (i == 0 && dollar)
+                return false;
+        } else if (l->kind == ACL__LIT) {
+            if (l->hash != t[i].hash || l->len != t[i].len || !acl__bytes_eq(l->p, t[i].p, l->len))
+                return false;
+        } else if (!acl__tmpl_eq(l, v, t[i].p, t[i].len)) {
+            return false;
+        }
+    }
 }
 
 /* Levels of a plain filter or topic, one at a time. */
@@ -969,15 +1044,28 @@ static acl_decision acl__check(const acl *a, const acl_principal *p, uint8_t op,
     const char *reason = ACL__NO_RULE;
     const acl__section *sec[2];
     size_t nsec = acl__sections_of(a, p, sec, &reason);
-    acl__vals vals;
-    uint8_t bad = acl__values(p, &vals);
+    /* The principal's values are looked at only once a rule uses one. */
+    acl__vals vals = { 0 };
+    uint8_t bad = 0;
+    bool have_vals = false;
     bool partial = false;
+    acl__tlevel tl[ACL__SPLIT_MAX];
+    size_t ntl = 0;
+    bool split = !subscribe && acl__split(s, len, tl, &ntl);
+    bool dollar = len > 0 && s[0] == '$';
     /* A rule whose first level is a literal other than s's cannot match,
      * cover or overlap s, unless s starts with a wildcard. */
-    const char *slash = memchr(s, '/', len);
-    size_t l0 = slash ? (size_t)(slash - s) : len;
-    bool quick = !(l0 == 1 && (s[0] == '+' || s[0] == '#'));
-    uint32_t h0 = acl__level_hash(s, l0);
+    bool quick;
+    uint32_t h0;
+    if (split) {
+        quick = true; /* a topic name has no wildcard */
+        h0 = tl[0].hash;
+    } else {
+        const char *slash = memchr(s, '/', len);
+        size_t l0 = slash ? (size_t)(slash - s) : len;
+        quick = !(l0 == 1 && (s[0] == '+' || s[0] == '#'));
+        h0 = acl__level_hash(s, l0);
+    }
     for (size_t k = 0; k < nsec; k++) {
         if (sec[k]->count == 0)
             continue; /* and a file without rules has no rule array at all */
@@ -985,12 +1073,18 @@ static acl_decision acl__check(const acl *a, const acl_principal *p, uint8_t op,
         for (const acl__rule *end = r + sec[k]->count; r < end; r++) {
             if (!(r->ops & op))
                 continue;
+            if (r->vars && !have_vals) {
+                bad = acl__values(p, &vals);
+                have_vals = true;
+            }
             acl__outer o = { .lv = a->levels + r->lv, .nlv = r->nlv, .vals = &vals };
             bool decides;
             if (r->vars & bad)
                 decides = !r->allow; /* an unusable value only ever takes access away */
             else if (quick && r->first_lit && r->first_hash != h0)
                 decides = false;
+            else if (split)
+                decides = acl__matches(o.lv, r->nlv, &vals, tl, ntl, dollar);
             else if (!r->allow)
                 decides = subscribe ? acl__overlaps(&o, s, len) : acl__covers(&o, s, len);
             else if (!subscribe)

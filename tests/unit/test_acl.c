@@ -1036,6 +1036,94 @@ static void read_at_delivery_is_decided_by_the_first_matching_rule(void **state)
     acl_free(a);
 }
 
+/* "l0/l1/.../l<n-1>", with the last level replaced by last when given. */
+static char *levels(int n, const char *each, const char *last)
+{
+    size_t cap = (size_t)n * 8 + 16, len = 0;
+    char *t = malloc(cap);
+    assert_non_null(t);
+    for (int i = 0; i < n; i++) {
+        const char *sep = i ? "/" : "";
+        if (i == n - 1 && last)
+            len += (size_t)snprintf(t + len, cap - len, "%s%s", sep, last);
+        else if (each)
+            len += (size_t)snprintf(t + len, cap - len, "%s%s", sep, each);
+        else
+            len += (size_t)snprintf(t + len, cap - len, "%sl%d", sep, i);
+    }
+    return t;
+}
+
+/* Publish and read checks split a topic name into levels once (up to a
+ * fixed depth) and take the general path for deeper ones: at every depth,
+ * around that bound too, a rule must match exactly the topics MQTT says
+ * its filter matches, for allowing and denying rules alike. */
+static void topic_checks_agree_with_mqtt_topic_match_at_every_depth(void **state)
+{
+    (void)state;
+    static const int depths[] = { 1, 2, 31, 32, 33, 40 };
+    enum { ND = sizeof depths / sizeof *depths };
+    char *deep_topics[ND], *deep_filters[ND * 6];
+    size_t nf = 0;
+    for (int i = 0; i < ND; i++) {
+        int d = depths[i];
+        deep_topics[i] = levels(d, NULL, NULL);
+        deep_filters[nf++] = levels(d, NULL, NULL);          /* exact */
+        deep_filters[nf++] = levels(d, NULL, "#");           /* its parent and below */
+        deep_filters[nf++] = levels(d, "+", NULL);           /* "+/.../+/l<d-1>" */
+        deep_filters[nf++] = levels(d, NULL, "other");       /* differs in the last level */
+        deep_filters[nf++] = levels(d + 1, NULL, "#");       /* matches the topic itself */
+        char *near = levels(d, NULL, NULL);                  /* its last byte differs */
+        near[strlen(near) - 1]++;
+        deep_filters[nf++] = near;
+    }
+    const char *topics[64], *filters[64];
+    size_t nt = 0, nfl = 0;
+    for (size_t i = 0; i < sizeof TOPICS / sizeof *TOPICS; i++)
+        topics[nt++] = TOPICS[i];
+    for (int i = 0; i < ND; i++)
+        topics[nt++] = deep_topics[i];
+    for (size_t i = 0; i < sizeof FILTERS / sizeof *FILTERS; i++)
+        filters[nfl++] = FILTERS[i];
+    for (size_t i = 0; i < nf; i++)
+        filters[nfl++] = deep_filters[i];
+
+    acl_principal p = anonymous("l0");
+    char text[1024];
+    for (size_t i = 0; i < nfl; i++) {
+        const char *f = filters[i];
+        snprintf(text, sizeof text, "anonymous\n  readwrite %s\n", f);
+        acl *allow = parse_ok(text);
+        snprintf(text, sizeof text, "anonymous\n  deny %s\n  readwrite #\n", f);
+        acl *deny = parse_ok(text);
+        for (size_t j = 0; j < nt; j++) {
+            const char *t = topics[j];
+            bool m = mqtt_topic_match((const uint8_t *)f, strlen(f), (const uint8_t *)t,
+                                      strlen(t));
+            bool plain = t[0] != '$'; /* "readwrite #" does not reach $-topics */
+            if (pub(allow, p, t).allow != m || rd(allow, p, t).allow != m)
+                fail_msg("readwrite %s and topic %s: match %d", f, t, m);
+            if (pub(deny, p, t).allow != (!m && plain) || rd(deny, p, t).allow != (!m && plain))
+                fail_msg("deny %s then readwrite #, topic %s: match %d", f, t, m);
+        }
+        acl_free(allow);
+        acl_free(deny);
+    }
+    /* A substituted first level, on both paths. */
+    acl *a = parse_ok("anonymous\n  readwrite %c/#\n");
+    for (size_t j = 0; j < nt; j++) {
+        const char *t = topics[j];
+        bool m = strncmp(t, "l0/", 3) == 0 || strcmp(t, "l0") == 0;
+        if (pub(a, p, t).allow != m)
+            fail_msg("readwrite %%c/# with client id l0 and topic %s: expected %d", t, m);
+    }
+    acl_free(a);
+    for (int i = 0; i < ND; i++)
+        free(deep_topics[i]);
+    for (size_t i = 0; i < nf; i++)
+        free(deep_filters[i]);
+}
+
 static void invalid_topics_and_filters_are_denied(void **state)
 {
     (void)state;
@@ -1279,6 +1367,7 @@ int main(void)
         cmocka_unit_test(subscribe_needs_one_rule_to_cover_the_whole_filter),
         cmocka_unit_test(an_allowed_subscription_only_matches_readable_topics),
         cmocka_unit_test(read_at_delivery_is_decided_by_the_first_matching_rule),
+        cmocka_unit_test(topic_checks_agree_with_mqtt_topic_match_at_every_depth),
         cmocka_unit_test(invalid_topics_and_filters_are_denied),
         cmocka_unit_test(checks_never_allocate),
         cmocka_unit_test(ten_thousand_rules_load_and_check_correctly_and_fast),
