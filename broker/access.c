@@ -5,6 +5,7 @@
 
 #include "auth/acl.h"
 #include "broker/access.h"
+#include "broker/aclcache.h"
 #include "broker/alloc.h"
 #include "broker/log.h"
 
@@ -64,13 +65,24 @@ static void log_denial(const session *s, const char *what, const char *topic, si
 
 bool access_publish(session *s, const char *topic, size_t len)
 {
+    broker *b = s->b;
     acl_principal p;
-    if (!s->b->acl || !principal_of(s, &p))
+    if (!b->acl || !principal_of(s, &p))
         return true;
-    acl_decision d = acl_check_publish(s->b->acl, &p, topic, len);
-    if (!d.allow)
+    /* Clients repeat their topics: the connection remembers what the rules
+     * of this generation allowed (aclcache.h), so a reload takes effect for
+     * the next PUBLISH. */
+    conn *c = s->c;
+    if (c && c->pubcache && aclcache_allowed(c->pubcache, b->acl_gen, topic, len))
+        return true;
+    acl_decision d = acl_check_publish(b->acl, &p, topic, len);
+    if (!d.allow) {
         log_denial(s, "publish to", topic, len, &d);
-    return d.allow;
+        return false;
+    }
+    if (c && len <= ACLCACHE_TOPIC_MAX && (c->pubcache || (c->pubcache = aclcache_new())))
+        aclcache_remember(c->pubcache, b->acl_gen, topic, len);
+    return true;
 }
 
 bool access_subscribe(session *s, const char *filter, size_t len)
@@ -136,17 +148,34 @@ void access_recheck_all(broker *b)
         session *s = all[i];
         /* A user the new rules move to another company (or drop) must
          * reconnect into its new namespace. */
-        if (s->kind == PRINCIPAL_USER && b->acl && s->c) {
+        if (s->kind == PRINCIPAL_USER && b->acl && s->username) {
             const char *company = NULL;
             bool known = acl_user_company(b->acl, s->username, &company);
             bool same = known && ((!company && !s->company) ||
                                   (company && s->company && strcmp(company, s->company) == 0));
-            if (!same) {
+            if (!same && s->c) {
                 LOG_NOTICE("client %s: user %s %s by the new ACL; disconnecting", s->client_id,
                            s->username, known ? "moved to another company" : "removed");
                 conn_close(s->c, "user's company changed");
+            }
+            if (!same && known && !s->clean) {
+                /* Its client will never find it again (sessions are keyed
+                 * in the new namespace): do not keep it in the old one,
+                 * holding messages and a cap slot. A user merely removed
+                 * keeps it, in case the user is named again. */
+                LOG_NOTICE("client %s: persistent session of user %s in company %s discarded: "
+                           "the user moved to %s",
+                           s->client_id, s->username, s->company ? s->company : "(none)",
+                           company ? company : "the platform");
+                if (s->c) {
+                    s->c->s = NULL; /* closing: its reap must not see it */
+                    s->c = NULL;
+                }
+                session_discard(s);
                 continue;
             }
+            if (!same && s->c)
+                continue;
         }
         access_recheck_session(s);
     }

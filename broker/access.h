@@ -22,8 +22,10 @@ bool access_subscribe(session *s, const char *filter, size_t len);
 bool access_read(session *s, const gmq_msg *m);
 /* Remove the subscriptions of s that the rules in force forbid. */
 void access_recheck_session(session *s);
-/* The same for every session (after the rules changed); users that the
- * new rules move to another company are disconnected. */
+/* The same for every session (after the rules changed, and at start for
+ * restored sessions); users that the new rules move to another company are
+ * disconnected and their persistent sessions in the old company discarded
+ * (from the store too). */
 void access_recheck_all(broker *b);
 /* Load the ACL file the configuration names. Returns 0, or -1 logged. */
 int access_init(broker *b);

@@ -32,5 +32,10 @@ int gmq__grow(void **p, size_t *cap, size_t need, size_t elem, size_t initial);
 void gmq_alloc_fail_at(unsigned long n);
 /* Allocations made since the last gmq_alloc_fail_at() call. */
 unsigned long gmq_alloc_count(void);
+/* Blocks allocated minus blocks freed by the calling thread since it
+ * started. Tests compare it before and after an operation: equal means
+ * nothing leaked, provided the thread frees what it allocates (a block
+ * handed to another thread to free shows up as a leak here). */
+long gmq_alloc_live(void);
 
 #endif

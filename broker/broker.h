@@ -31,6 +31,9 @@
 #include "mqtt.h"
 
 typedef struct broker broker;
+
+/* Size classes of pooled write buffers: 1 KiB, 2 KiB, ... 64 KiB. */
+#define GMQ_WPOOL_CLASSES 7
 typedef struct conn conn;
 typedef struct session session;
 typedef struct listener listener;
@@ -115,7 +118,13 @@ struct session {
     unsigned acl_gen;          /* every subscription was allowed by rules of this generation */
     bool clean;
     bool anonymous;
+    bool counted; /* persistent: included in the session caps' counts */
     conn *c; /* NULL while offline */
+    /* A persistent session without its client: since when (Unix ms), and
+     * its place in b->offline, oldest first, for session_expiry. */
+    int64_t offline_since;
+    bool offline_listed;
+    session *offline_prev, *offline_next;
 
     session_sub *subs;
     size_t nsubs, capsubs;
@@ -176,11 +185,13 @@ struct conn {
     uint8_t *wbuf; /* bytes not yet written; NULL when none */
     size_t woff, wlen, wcap;
     bool flush_pending; /* on b->flush list */
+    uint8_t wclass;     /* size class of the output the last buffer held (conn.c) */
 
     session *s;
     tls_identity *identity; /* device identity from its certificate, or NULL */
     connect_req *pending;   /* while state is CONN_AUTH */
     auth_job *auth;         /* the running password check, or NULL */
+    struct aclcache *pubcache; /* topics the ACL lately let it publish to (aclcache.h) */
     bool read_wants_write;  /* the transport needs writability to read on */
     bool tls_done;          /* TLS handshake completed */
     struct hs_job *hs;      /* on a handshake thread (handshake.h): hands off */
@@ -199,6 +210,10 @@ struct conn {
      * requests (PINGREQ, QoS 1 PUBLISH, SUBSCRIBE...) but never reads the
      * answers must not grow the broker (conn.c). */
     bool input_paused;
+    /* Input is not read while the store's queue of uncommitted writes is
+     * over store_queue_limit and this client added to it (persist.c). */
+    bool store_paused;
+    conn *store_paused_prev, *store_paused_next; /* b->store_paused, while store_paused */
     char peer[64];
 
     conn *prev, *next;  /* b->conns */
@@ -217,6 +232,9 @@ typedef struct broker_stats {
     uint64_t tls_handshakes_failed;
     uint64_t auth_failures;
     uint64_t lockouts;
+    uint64_t store_pauses; /* connections paused for the store's queue */
+    uint64_t sessions_refused; /* CONNACK 3: a session cap was reached */
+    uint64_t sessions_expired; /* discarded by session_expiry */
     unsigned clients_connected;
     unsigned conns_open;
 } broker_stats;
@@ -232,8 +250,30 @@ struct broker {
 
     conn *conns;
     conn *flush;
+    conn *flush_last; /* the tail of flush while it is not empty */
+    /* Drained write buffers kept for reuse, by size class (conn.c). */
+    void *wpool[GMQ_WPOOL_CLASSES];
+    size_t wpool_bytes;
+    /* The message router_publish is delivering to more than one session,
+     * encoded once per variant and copied for each (session.c). */
+    struct pub_encoding {
+        const gmq_msg *m; /* NULL: not routing to several sessions */
+        bool valid;       /* buf holds m encoded with the fields below */
+        bool dup, retain;
+        uint8_t qos;
+        uint16_t prefix;  /* topic_prefix_len the topic was cut by */
+        size_t len;       /* bytes in buf */
+        uint8_t *buf;
+        size_t cap;
+    } enc;
     conn *closing;
     session_map sessions;
+    /* Persistent sessions, for the caps: in all, and per namespace
+     * (company name, "" for none) -> struct session_count (session.c). */
+    size_t persistent_sessions;
+    strmap company_sessions;
+    session *offline_head, *offline_tail; /* by offline_since */
+    ev_timer expiry_timer;
 
     topictree *subs;
     retain_store *retained;
@@ -249,6 +289,7 @@ struct broker {
     size_t scratch_len;
 
     ev_prepare prepare;
+    ev_idle kick; /* one poll without blocking (server.c on_prepare) */
     ev_timer sys_timer;
     bool stopping;
 
@@ -266,6 +307,8 @@ struct broker {
     unsigned acl_gen;    /* bumped each time rules are swapped in */
     bool loading;        /* restoring from the store: do not write back */
     conn *ack_waiters;   /* conns with acknowledgements waiting for a commit */
+    conn *store_paused;     /* conns paused for the store's queue (persist.c) */
+    ev_tstamp store_warned; /* last warning that clients were paused for the store */
 
     strmap devices;              /* device_state by "<company>/<device>" (bridge.c) */
     struct outbox *outbox;       /* telemetry drain; NULL: no sink */
@@ -303,6 +346,8 @@ void conn_commit(conn *c, size_t n);
  * closed and -1 returned. */
 int conn_send_packet_id(conn *c, enum mqtt_type type, uint16_t id);
 size_t conn_pending_bytes(const conn *c);
+/* Frees the pool of spare write buffers (broker_free). */
+void conn_wpool_free(broker *b);
 
 /* session.c */
 /* Write the session key of a client id into out; -1 if it does not fit. */
@@ -315,6 +360,26 @@ session *session_new(broker *b, const char *key, size_t keylen);
 void session_destroy(session *s);
 /* Ends a session for good: also deletes what the store keeps of it. */
 void session_discard(session *s);
+/* Count s, a persistent session just put in the map, against the session
+ * caps (max_sessions, max_sessions_per_company). Returns 0, or -1 on no
+ * memory with s not counted. session_destroy takes it off the count. */
+int session_track(session *s);
+/* Would one more persistent session in company's namespace (NULL: none)
+ * exceed a cap? Then true, with the cap named in why. */
+bool session_cap_reached(const broker *b, const char *company, char *why, size_t len);
+/* The client of persistent session s went away (now, or at since_ms, Unix
+ * ms, for a restored one), or came back: the offline list that
+ * session_expiry sweeps. The time is stored. */
+void session_went_offline(session *s);
+void session_offline_since(session *s, int64_t since_ms);
+void session_came_online(session *s);
+/* Order the offline list after sessions were restored in key order. */
+void session_sort_offline(broker *b);
+/* Discard at most max sessions offline for session_expiry or longer at
+ * now_ms; returns how many. */
+size_t session_expire(broker *b, int64_t now_ms, size_t max);
+/* Start the periodic expiry sweep (no-op when session_expiry is 0). */
+void session_expiry_start(broker *b);
 session *session_map_get(const session_map *m, const char *id, size_t len);
 int session_map_put(session_map *m, session *s);
 void session_map_del(session_map *m, session *s);
@@ -334,8 +399,11 @@ void session_rx_qos2_del(session *s, uint16_t id);
 
 /* router.c */
 /* Route m to every matching session; a message with retain set first
- * replaces the topic's retained message (in the store too). */
-void router_publish(broker *b, gmq_msg *m);
+ * replaces the topic's retained message (in the store too). Returns 0, or
+ * -1 (logged, counted in msgs_dropped) when there was no memory to retain
+ * m: then it was not routed either. A subscriber's full queue only drops
+ * (and counts) its own copy. */
+int router_publish(broker *b, gmq_msg *m);
 void router_send_retained(broker *b, session *s, const char *filter, size_t flen,
                           uint8_t granted);
 

@@ -46,7 +46,9 @@ void gmq_config_defaults(gmq_config *c)
     c->max_connections = 100000;
     c->max_inflight = 20;
     c->max_queued = 1000;
-    c->max_queued_bytes = 0;
+    /* Bounded by default: with 16 MiB packets, max_queued alone lets one
+     * offline client pin gigabytes. */
+    c->max_queued_bytes = 64u * 1024 * 1024;
     c->max_subscriptions = 100000;
     c->sys_interval = 10;
     c->tls_handshake_timeout = 10;
@@ -62,6 +64,7 @@ void gmq_config_defaults(gmq_config *c)
     c->sink_retry_max = 30;
     c->offline_notify_after = 3600;
     c->telemetry_line_unit = 4; /* TELEMETRY_NS */
+    c->store_queue_limit = 64u * 1024 * 1024;
 }
 
 void gmq_config_free(gmq_config *c)
@@ -406,6 +409,13 @@ static int directive(parser *p, gmq_config *c, char **argv, int argc)
             return fail(p, "persistence_sync: expected normal or full, got '%s'", a);
         return 0;
     }
+    if (strcmp(k, "store_queue_limit") == 0) {
+        /* No "off": an unbounded queue is what the limit exists to prevent. */
+        if (parse_uint(p, k, a, 65536, (unsigned long long)SIZE_MAX / 2, &v))
+            return -1;
+        c->store_queue_limit = (size_t)v;
+        return 0;
+    }
     if (strcmp(k, "certificate_company") == 0) {
         if (strcmp(a, "o") == 0 || strcmp(a, "O") == 0)
             c->company_from = GMQ_COMPANY_FROM_O;
@@ -508,6 +518,24 @@ static int directive(parser *p, gmq_config *c, char **argv, int argc)
         if (parse_uint(p, k, a, 0, 100000000, &v))
             return -1;
         c->max_subscriptions = (unsigned)v;
+        return 0;
+    }
+    if (strcmp(k, "max_sessions") == 0) {
+        if (parse_uint(p, k, a, 0, 100000000, &v))
+            return -1;
+        c->max_sessions = (unsigned)v;
+        return 0;
+    }
+    if (strcmp(k, "max_sessions_per_company") == 0) {
+        if (parse_uint(p, k, a, 0, 100000000, &v))
+            return -1;
+        c->max_sessions_per_company = (unsigned)v;
+        return 0;
+    }
+    if (strcmp(k, "session_expiry") == 0) {
+        if (parse_uint(p, k, a, 0, 10ull * 365 * 86400, &v))
+            return -1;
+        c->session_expiry = (double)v;
         return 0;
     }
     if (strcmp(k, "max_queued_bytes") == 0) {

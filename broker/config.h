@@ -48,8 +48,11 @@ typedef struct gmq_config {
     unsigned max_connections;/* 0: unlimited */
     unsigned max_inflight;   /* outgoing QoS 1/2 awaiting ack, per client */
     unsigned max_queued;     /* QoS 1/2 waiting behind the window or offline */
-    size_t max_queued_bytes; /* per client, 0: unlimited */
+    size_t max_queued_bytes; /* per client, 0: unlimited (default 64 MiB) */
     unsigned max_subscriptions; /* per session, 0: unlimited */
+    unsigned max_sessions;   /* persistent sessions in the broker, 0: unlimited */
+    unsigned max_sessions_per_company; /* persistent sessions per namespace, 0: unlimited */
+    double session_expiry;   /* seconds a persistent session outlives its client, 0: no end */
     unsigned sys_interval;   /* seconds between $SYS updates, 0: off */
     char **anon_deny;        /* filters anonymous clients may not subscribe to */
     size_t nanon_deny;
@@ -89,6 +92,7 @@ typedef struct gmq_config {
     } *company_delays;                /* per-company offline_notify_after */
     size_t ncompany_delays;
     bool persistence_sync_full;       /* fsync every commit (power-loss safe) */
+    size_t store_queue_limit;         /* bytes of uncommitted writes before writers pause */
 } gmq_config;
 
 /* The configuration used when no file is given: conf/dev.conf, compiled in. */

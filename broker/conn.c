@@ -6,7 +6,8 @@
  * place; only the tail of an incomplete packet is copied into the
  * connection's own rbuf, so an idle connection holds no read buffer.
  * Writing: packets are appended to wbuf and written once per loop iteration
- * by the broker's prepare hook (many packets per system call).
+ * by the broker's prepare hook (many packets per system call), connections
+ * in the order their output was first queued; drained buffers are pooled.
  * Closing: conn_close() only marks the connection; conn_reap() releases it
  * from the prepare hook, outside every callback that might still use it.
  */
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "broker/aclcache.h"
 #include "broker/alloc.h"
 #include "broker/broker.h"
 #include "broker/handle.h"
@@ -76,6 +78,7 @@ const transport_ops gmq_tcp_transport = {
 static void on_read(struct ev_loop *loop, ev_io *w, int revents);
 static void on_write(struct ev_loop *loop, ev_io *w, int revents);
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents);
+static void wbuf_put(broker *b, uint8_t *p, size_t cap);
 
 static void format_peer(const struct sockaddr *sa, char *out, size_t len)
 {
@@ -182,6 +185,8 @@ void conn_reap(conn *c)
         c->s = NULL;
         if (s->clean)
             session_destroy(s);
+        else
+            session_went_offline(s); /* session_expiry counts from now */
     }
     if (c->counted)
         b->stats.clients_connected--;
@@ -194,7 +199,8 @@ void conn_reap(conn *c)
     c->tp->free(c);
     close(c->fd);
     gmq_free(c->rbuf);
-    gmq_free(c->wbuf);
+    wbuf_put(b, c->wbuf, c->wcap);
+    aclcache_free(c->pubcache);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -245,6 +251,59 @@ size_t conn_pending_bytes(const conn *c)
     return c->wlen - c->woff;
 }
 
+/*
+ * Write buffers. A connection holds one only while output waits, so an idle
+ * connection holds none. But in a fan-out every subscriber needs one in the
+ * same loop iteration and drains it in the prepare hook: a malloc, a few
+ * doubling reallocs and a free per subscriber and iteration, and past
+ * glibc's trim threshold the freed heap top went back to the kernel only to
+ * be faulted in again the next iteration (it cost more CPU than the rest of
+ * a fan-out to 100 subscribers). So drained buffers of the pooled sizes
+ * (WBUF_MIN << class) wait in a per-broker pool, WPOOL_BYTES in all, and a
+ * connection's next buffer starts at the size its last one needed.
+ */
+#define WBUF_MIN 1024u
+#define WPOOL_BYTES (8u << 20)
+
+/* Smallest class of at least n bytes; GMQ_WPOOL_CLASSES when none is. */
+static unsigned wbuf_class(size_t n)
+{
+    unsigned k = 0;
+    while (k < GMQ_WPOOL_CLASSES && ((size_t)WBUF_MIN << k) < n)
+        k++;
+    return k;
+}
+
+static uint8_t *wbuf_get(broker *b, unsigned k)
+{
+    uint8_t *p = b->wpool[k];
+    if (!p)
+        return gmq_malloc((size_t)WBUF_MIN << k);
+    memcpy(&b->wpool[k], p, sizeof(void *)); /* the next spare */
+    b->wpool_bytes -= (size_t)WBUF_MIN << k;
+    return p;
+}
+
+static void wbuf_put(broker *b, uint8_t *p, size_t cap)
+{
+    unsigned k = wbuf_class(cap);
+    if (p && k < GMQ_WPOOL_CLASSES && cap == (size_t)WBUF_MIN << k && !b->stopping &&
+        b->wpool_bytes + cap <= WPOOL_BYTES) {
+        memcpy(p, &b->wpool[k], sizeof(void *));
+        b->wpool[k] = p;
+        b->wpool_bytes += cap;
+        return;
+    }
+    gmq_free(p);
+}
+
+void conn_wpool_free(broker *b)
+{
+    for (unsigned k = 0; k < GMQ_WPOOL_CLASSES; k++)
+        while (b->wpool[k])
+            gmq_free(wbuf_get(b, k));
+}
+
 uint8_t *conn_reserve(conn *c, size_t n)
 {
     if (c->wcap - c->wlen < n) {
@@ -254,12 +313,21 @@ uint8_t *conn_reserve(conn *c, size_t n)
             c->woff = 0;
         }
         if (c->wcap - c->wlen < n) {
-            size_t ncap = c->wcap ? c->wcap : 1024;
+            size_t ncap = c->wcap ? c->wcap : (size_t)WBUF_MIN << c->wclass;
             while (ncap - c->wlen < n)
                 ncap *= 2;
-            uint8_t *nb = gmq_realloc(c->wbuf, ncap);
-            if (!nb)
+            unsigned k = wbuf_class(ncap);
+            uint8_t *nb;
+            if (k < GMQ_WPOOL_CLASSES) {
+                if (!(nb = wbuf_get(c->b, k)))
+                    return NULL;
+                if (c->wlen)
+                    memcpy(nb, c->wbuf, c->wlen);
+                if (c->wbuf)
+                    wbuf_put(c->b, c->wbuf, c->wcap);
+            } else if (!(nb = gmq_realloc(c->wbuf, ncap))) {
                 return NULL;
+            }
             c->wbuf = nb;
             c->wcap = ncap;
         }
@@ -272,9 +340,17 @@ void conn_commit(conn *c, size_t n)
     assert(c->wcap - c->wlen >= n);
     c->wlen += n;
     if (!c->flush_pending && c->state != CONN_CLOSING) {
+        /* Flushed in the order output was first queued: a PUBLISH is routed
+         * before its PUBACK is queued, so the subscriber's copy leaves
+         * first and does not wait behind the publisher's acknowledgement. */
+        broker *b = c->b;
         c->flush_pending = true;
-        c->flush_next = c->b->flush;
-        c->b->flush = c;
+        c->flush_next = NULL;
+        if (b->flush)
+            b->flush_last->flush_next = c;
+        else
+            b->flush = c;
+        b->flush_last = c;
     }
 }
 
@@ -285,7 +361,8 @@ static void resume_if_drained(conn *c)
     if (c->input_paused && c->state != CONN_CLOSING && !c->b->stopping &&
         conn_pending_bytes(c) <= OUTPUT_RESUME_BYTES) {
         c->input_paused = false;
-        conn_resume_input(c);
+        if (!c->store_paused) /* else the store's release resumes it */
+            conn_resume_input(c);
     }
 }
 
@@ -321,9 +398,13 @@ void conn_flush(conn *c)
             return;
         }
     }
-    ev_io_stop(b->loop, &c->wio);
-    /* Nothing left: give the buffer back so idle connections stay small. */
-    gmq_free(c->wbuf);
+    if (ev_is_active(&c->wio)) /* rarely: most writes take everything at once */
+        ev_io_stop(b->loop, &c->wio);
+    /* Nothing left: give the buffer back so idle connections stay small,
+     * and remember how much this round needed. */
+    unsigned k = wbuf_class(c->wlen);
+    c->wclass = (uint8_t)(k < GMQ_WPOOL_CLASSES ? k : GMQ_WPOOL_CLASSES - 1);
+    wbuf_put(b, c->wbuf, c->wcap);
     c->wbuf = NULL;
     c->woff = c->wlen = c->wcap = 0;
     if (c->close_after_flush)
@@ -377,7 +458,8 @@ static ptrdiff_t process(conn *c, const uint8_t *buf, size_t len)
     size_t off = 0;
     /* While a password is checked nothing after CONNECT is acted on. */
     while (off < len && c->state != CONN_CLOSING && c->state != CONN_AUTH &&
-           !c->close_after_flush && conn_pending_bytes(c) < OUTPUT_PAUSE_BYTES) {
+           !c->close_after_flush && !c->store_paused &&
+           conn_pending_bytes(c) < OUTPUT_PAUSE_BYTES) {
         mqtt_frame f;
         ptrdiff_t r = mqtt_frame_split(buf + off, len - off, packet_limit(c), &f);
         if (r == 0)
@@ -388,8 +470,10 @@ static ptrdiff_t process(conn *c, const uint8_t *buf, size_t len)
             conn_close(c, why);
             return -1;
         }
+        uint64_t mark = persist_mark(c->b);
         handle_packet(c, &f);
         off += (size_t)r;
+        persist_throttle(c, mark); /* the store's backpressure: may pause c */
     }
     if (c->state == CONN_ACTIVE && conn_pending_bytes(c) >= OUTPUT_PAUSE_BYTES &&
         !c->input_paused) {
@@ -442,8 +526,8 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     conn *c = w->data;
     broker *b = c->b;
-    if (c->input_paused)
-        return; /* a fed event or the TLS write watcher: conn_flush resumes */
+    if (c->input_paused || c->store_paused)
+        return; /* a fed event or the TLS write watcher: a resume reads on */
     /* Bounded rounds per callback keep one busy client from starving others. */
     for (int round = 0; round < 8 && c->state != CONN_CLOSING; round++) {
         uint8_t *dst;
@@ -509,18 +593,20 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
                 return;
             }
         }
-        if (c->input_paused)
+        if (c->input_paused || c->store_paused)
             return; /* what was read and not handled waits in rbuf */
         bool more = c->tp->pending && c->tp->pending(c);
         if ((size_t)n < room && !more)
             return; /* drained the socket */
     }
     /* Out of rounds: data already decrypted would not wake the watcher. */
-    if (c->state != CONN_CLOSING && !c->input_paused && c->tp->pending && c->tp->pending(c))
+    if (c->state != CONN_CLOSING && !c->input_paused && !c->store_paused && c->tp->pending &&
+        c->tp->pending(c))
         ev_feed_event(loop, &c->rio, EV_READ);
 }
 
-/* Resume reading after a password check: act on what arrived meanwhile. */
+/* Resume reading after a password check or a pause: act on what arrived
+ * meanwhile. */
 void conn_resume_input(conn *c)
 {
     if (c->state == CONN_CLOSING)
@@ -530,10 +616,18 @@ void conn_resume_input(conn *c)
         if (used < 0)
             return;
         c->rlen -= (size_t)used;
-        if (c->rlen)
+        if (c->rlen) {
             memmove(c->rbuf, c->rbuf + used, c->rlen);
+        } else {
+            gmq_free(c->rbuf); /* as on_read does: idle connections hold none */
+            c->rbuf = NULL;
+            c->rcap = 0;
+        }
     }
-    if (!c->close_after_flush && c->state != CONN_CLOSING) {
+    /* What was buffered may have paused input again: then the watcher stays
+     * stopped (a running one would spin on a readable socket). */
+    if (!c->close_after_flush && c->state != CONN_CLOSING && !c->input_paused &&
+        !c->store_paused) {
         ev_io_start(c->b->loop, &c->rio);
         ev_feed_event(c->b->loop, &c->rio, EV_READ);
     }
@@ -564,8 +658,10 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     /* One and a half keep alive periods without a packet [MQTT-3.1.2-24]. */
     ev_tstamp timeout = c->keepalive * 1.5;
     ev_tstamp left = c->last_rx + timeout - ev_now(loop);
-    if (left <= 0 && c->input_paused) {
+    if (left <= 0 && (c->input_paused || c->store_paused)) {
         /* We stopped reading, not the client: its PINGREQs may be waiting. */
+        LOG_DEBUG("client %s: keep alive ran out while the broker was not reading it; waiting",
+                  c->s ? c->s->client_id : c->peer);
         left = timeout;
     } else if (left <= 0) {
         conn_close(c, "keep alive timeout");

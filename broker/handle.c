@@ -119,10 +119,30 @@ void connect_accept(conn *c, connect_req *req, int kind)
         }
     }
     size_t keylen = strlen(key);
+    /* Copied before a take-over touches the existing connection and
+     * session: a refusal for want of memory must leave both as they were. */
+    char *username = NULL;
+    if (kind == PRINCIPAL_USER && !(username = gmq_strdup(req->username))) {
+        connect_req_free(req);
+        connect_refuse(c, MQTT_CONNACK_UNAVAILABLE, "no memory for the session");
+        return;
+    }
+
+    /* A new persistent session must fit the caps, so that a client making
+     * up ids cannot fill memory and disk; resuming one never counts. This
+     * is decided before a take-over touches the existing connection. */
+    session *s = session_map_get(&b->sessions, key, keylen);
+    char why[256];
+    if (!req->clean && (!s || s->clean) && session_cap_reached(b, company, why, sizeof(why))) {
+        b->stats.sessions_refused++;
+        gmq_free(username);
+        connect_req_free(req);
+        connect_refuse(c, MQTT_CONNACK_UNAVAILABLE, why);
+        return;
+    }
 
     /* Take over: the same client id already connected is disconnected
      * [MQTT-3.1.4-2]; its will is published as for any abnormal close. */
-    session *s = session_map_get(&b->sessions, key, keylen);
     if (s && s->c) {
         conn *old = s->c;
         LOG_INFO("client %s: taken over by a new connection from %s", s->client_id, c->peer);
@@ -140,29 +160,25 @@ void connect_accept(conn *c, connect_req *req, int kind)
         present = true; /* [MQTT-3.2.2-2] */
     } else {
         s = session_new(b, key, keylen);
-        if (!s || session_map_put(&b->sessions, s)) {
+        if (s)
+            s->clean = req->clean;
+        if (!s || session_map_put(&b->sessions, s) || (!s->clean && session_track(s))) {
             if (s)
                 session_destroy(s);
+            gmq_free(username);
             connect_req_free(req);
             connect_refuse(c, MQTT_CONNACK_UNAVAILABLE, "no memory for the session");
             return;
         }
-        s->clean = req->clean;
         s->acl_gen = b->acl_gen; /* no subscriptions yet: all checked */
     }
     s->kind = (uint8_t)kind;
     s->anonymous = kind == PRINCIPAL_ANONYMOUS;
     gmq_free(s->username);
-    s->username = NULL;
-    if (kind == PRINCIPAL_USER && !(s->username = gmq_strdup(req->username))) {
-        if (!present)
-            session_destroy(s);
-        connect_req_free(req);
-        connect_refuse(c, MQTT_CONNACK_UNAVAILABLE, "no memory for the session");
-        return;
-    }
+    s->username = username;
     /* Who the session belongs to, and when it was last seen. */
     persist_session_new(s);
+    session_came_online(s);
     s->c = c;
     c->s = s;
     c->will = req->will;
@@ -188,7 +204,10 @@ void connect_accept(conn *c, connect_req *req, int kind)
 
 /* ---- PUBLISH and its acknowledgements ------------------------------------ */
 
-static void route(conn *c, const mqtt_publish *p)
+/* False when there was no memory to publish the message (nothing was
+ * routed): a QoS 1/2 PUBLISH is then not acknowledged, so that its client
+ * sends it again. Refused topics are acknowledged and dropped: true. */
+static bool route(conn *c, const mqtt_publish *p)
 {
     broker *b = c->b;
     session *s = c->s;
@@ -197,21 +216,18 @@ static void route(conn *c, const mqtt_publish *p)
         /* $-topics belong to the server [MQTT-4.7.2-1 and 4.7.2 note]. */
         LOG_DEBUG("client %s: publish to %.*s ignored ($-topic)", s->client_id, (int)p->topic.len,
                   topic);
-        return;
+        return true;
     }
     if (s->topic_prefix_len + p->topic.len > UINT16_MAX) {
         LOG_INFO("client %s: publish dropped: topic too long inside its namespace", s->client_id);
-        return;
+        return true;
     }
     if (!access_publish(s, topic, p->topic.len)) {
         /* MQTT 3.1.1 has no refusal: acknowledged and dropped. */
         LOG_NOTICE("client %s: publish to %.*s denied", s->client_id, (int)p->topic.len, topic);
         b->stats.msgs_denied++;
-        return;
+        return true;
     }
-    /* Telemetry is routed as usual and also becomes a durable point. */
-    if (s->kind == PRINCIPAL_DEVICE && bridge_is_telemetry(b, topic, p->topic.len))
-        bridge_telemetry(s, topic, p->topic.len, p->payload.ptr, p->payload.len);
     /* The company prefix is the first part of the session key. */
     gmq_msg *m = gmq_msg_new_prefixed(s->key, s->topic_prefix_len, topic, p->topic.len,
                                       p->payload.ptr, p->payload.len, p->qos, p->retain);
@@ -219,10 +235,19 @@ static void route(conn *c, const mqtt_publish *p)
         b->stats.msgs_dropped++;
         LOG_WARN("client %s: no memory, message on %.*s dropped", c->s->client_id,
                  (int)p->topic.len, (const char *)p->topic.ptr);
-        return;
+        return false;
     }
-    router_publish(b, m);
+    int rc = router_publish(b, m);
     gmq_msg_unref(m);
+    if (rc)
+        return false;
+    /* Telemetry is routed as usual and also becomes a durable point; only
+     * once published, since a PUBLISH that was not is sent again and would
+     * make a second point. Still before the PUBACK/PUBREC: the caller's
+     * persist_ack waits for the outbox row to commit too. */
+    if (s->kind == PRINCIPAL_DEVICE && bridge_is_telemetry(b, topic, p->topic.len))
+        bridge_telemetry(s, topic, p->topic.len, p->payload.ptr, p->payload.len);
+    return true;
 }
 
 static void handle_publish(conn *c, const mqtt_frame *f)
@@ -242,7 +267,10 @@ static void handle_publish(conn *c, const mqtt_frame *f)
         route(c, &p);
         break;
     case 1:
-        route(c, &p);
+        if (!route(c, &p)) {
+            conn_close(c, "no memory for a message"); /* unacknowledged: sent again */
+            return;
+        }
         persist_ack(c, MQTT_PUBACK, p.packet_id, before, persist_mark(c->b)); /* [MQTT-4.3.2-2] */
         break;
     case 2:
@@ -253,7 +281,12 @@ static void handle_publish(conn *c, const mqtt_frame *f)
                 conn_close(c, "no memory for QoS 2 state");
                 return;
             }
-            route(c, &p);
+            if (!route(c, &p)) {
+                /* Not routed: its resend must be, so the id is forgotten. */
+                session_rx_qos2_del(c->s, p.packet_id);
+                conn_close(c, "no memory for a message");
+                return;
+            }
         }
         persist_ack(c, MQTT_PUBREC, p.packet_id, before, persist_mark(c->b));
         break;

@@ -129,6 +129,7 @@ int main(int argc, char **argv)
     ev_signal_start(loop, &sigterm);
     ev_signal_start(loop, &sighup);
     sys_start(b);
+    session_expiry_start(b);
     LOG_NOTICE("gatemq %s started", GATEMQ_VERSION);
 
     ev_run(loop, 0);

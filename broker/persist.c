@@ -28,6 +28,12 @@ void persist_session_delete(session *s)
         store_del_session(s->b->store, s->key);
 }
 
+void persist_session_offline(session *s)
+{
+    if (durable(s))
+        store_put_session_offline(s->b->store, s->key, s->offline_since);
+}
+
 void persist_subscription(session *s, const char *filter, uint8_t qos)
 {
     if (durable(s))
@@ -154,6 +160,17 @@ void persist_committed(broker *b, uint64_t seq)
 
 void persist_forget_conn(conn *c)
 {
+    if (c->store_paused) {
+        /* O(1): a crowd of paused clients may go at once. */
+        if (c->store_paused_prev)
+            c->store_paused_prev->store_paused_next = c->store_paused_next;
+        else
+            c->b->store_paused = c->store_paused_next;
+        if (c->store_paused_next)
+            c->store_paused_next->store_paused_prev = c->store_paused_prev;
+        c->store_paused_prev = c->store_paused_next = NULL;
+        c->store_paused = false;
+    }
     if (c->ack_waiting) {
         for (conn **link = &c->b->ack_waiters; *link; link = &(*link)->ack_next)
             if (*link == c) {
@@ -172,6 +189,77 @@ static void on_commit(void *arg, uint64_t seq)
     persist_committed(arg, seq);
 }
 
+/* ---- backpressure ------------------------------------------------------------
+ *
+ * Policy: a connection is paused when a packet it sent queued durable
+ * writes while the queue is over the limit; it is not read again until the
+ * queue is back at half the limit. Why this and not pausing every client:
+ * the clients that do not write to the store (subscribers, QoS 0 and 1
+ * traffic between clean sessions, PINGREQ) cost the queue nothing and keep
+ * being served at full speed while the writers wait; and whoever adds to
+ * the queue, in any packet (retained PUBLISH, messages for offline
+ * persistent sessions, telemetry, SUBSCRIBE of a persistent session), is
+ * stopped, so no kind of write escapes the bound. A paused client is just
+ * not read: TCP pushes back on it, nothing it sent is dropped, and its keep
+ * alive does not run out (conn.c on_timer). Over the limit, the queue grows
+ * by at most one packet's writes per connection. */
+
+bool persist_throttle(conn *c, uint64_t before)
+{
+    broker *b = c->b;
+    if (!b->store || c->state != CONN_ACTIVE || c->store_paused ||
+        store_last_queued(b->store) == before || !store_congested(b->store))
+        return c->store_paused;
+    c->store_paused = true;
+    c->store_paused_prev = NULL;
+    c->store_paused_next = b->store_paused;
+    if (b->store_paused)
+        b->store_paused->store_paused_prev = c;
+    b->store_paused = c;
+    ev_io_stop(b->loop, &c->rio);
+    b->stats.store_pauses++;
+    ev_tstamp now = ev_now(b->loop);
+    if (b->store_warned == 0 || now - b->store_warned >= 60) {
+        b->store_warned = now;
+        LOG_WARN("persistence: %zu bytes wait for the disk, over store_queue_limit (%zu): "
+                 "clients that write are not read until half of it is committed",
+                 store_queued_bytes(b->store), b->cfg->store_queue_limit);
+    }
+    LOG_DEBUG("client %s: input paused until the store catches up",
+              c->s ? c->s->client_id : c->peer);
+    return true;
+}
+
+/* The store's queue fell to the low mark: read the paused clients again.
+ * conn_resume_input acts on what each had buffered (which may pause it
+ * again) and feeds a read event, so no client waits for new bytes. */
+static void on_drained(void *arg)
+{
+    broker *b = arg;
+    if (b->stopping)
+        return;
+    size_t resumed = 0;
+    /* Detached first: a client resumed here may be paused again at once
+     * (onto a new list). Nothing is freed while we walk (closes are reaped
+     * later, so persist_forget_conn never sees the detached list). */
+    conn *list = b->store_paused;
+    b->store_paused = NULL;
+    while (list) {
+        conn *c = list;
+        list = c->store_paused_next;
+        c->store_paused_prev = c->store_paused_next = NULL;
+        c->store_paused = false;
+        if (c->state == CONN_CLOSING)
+            continue;
+        resumed++;
+        if (!c->input_paused)
+            conn_resume_input(c);
+    }
+    if (resumed)
+        LOG_DEBUG("persistence: store queue down to %zu bytes: %zu client(s) read again",
+                  store_queued_bytes(b->store), resumed);
+}
+
 /* ---- restoring at start --------------------------------------------------- */
 
 /* Messages by id while loading: open addressing over a power-of-two table. */
@@ -181,7 +269,8 @@ typedef struct load_ctx {
     size_t cap, count;
     uint64_t max_id;
     session *cur;
-    size_t sessions, deliveries, retained;
+    size_t sessions, deliveries, retained, expired;
+    int64_t now_ms; /* wall clock at start */
 } load_ctx;
 
 static size_t id_slot(const load_ctx *l, uint64_t id)
@@ -269,11 +358,24 @@ static session *find_session(load_ctx *l, const char *client_id)
 }
 
 static int load_session(void *arg, const char *client_id, int64_t last_seen, int kind,
-                        const char *username)
+                        const char *username, int64_t offline_since)
 {
     load_ctx *l = arg;
+    broker *b = l->b;
     (void)last_seen;
-    session *s = session_new(l->b, client_id, strlen(client_id));
+    double expiry = b->cfg->session_expiry;
+    l->cur = NULL;
+    if (expiry > 0 && offline_since && l->now_ms - offline_since >= (int64_t)(expiry * 1000)) {
+        /* Expired while the broker was down: its rows are skipped as orphans
+         * (and its messages removed as unreferenced) below. */
+        LOG_INFO("client %s: persistent session expired after %.0f s offline", client_id,
+                 (double)(l->now_ms - offline_since) / 1000.0);
+        store_del_session(b->store, client_id);
+        l->expired++;
+        b->stats.sessions_expired++;
+        return 0;
+    }
+    session *s = session_new(b, client_id, strlen(client_id));
     if (!s)
         return -1;
     s->clean = false;
@@ -284,10 +386,21 @@ static int load_session(void *arg, const char *client_id, int64_t last_seen, int
         session_destroy(s);
         return -1;
     }
-    if (session_map_put(&l->b->sessions, s)) {
+    if (session_map_put(&b->sessions, s) || session_track(s)) {
         session_destroy(s);
         return -1;
     }
+    /* Its client was connected when the broker stopped without saying when
+     * it left (a crash): it counts as gone now, and that is recorded. A
+     * time still to come (the clock was stepped back, or the database comes
+     * from another host) counts as now too: kept as is, it would sit at the
+     * tail of the offline list, and every client leaving later would be
+     * dated after it (session_offline_since), none expiring before it. */
+    if (!offline_since || offline_since > l->now_ms) {
+        offline_since = l->now_ms;
+        store_put_session_offline(b->store, s->key, offline_since);
+    }
+    session_offline_since(s, offline_since);
     l->cur = s;
     l->sessions++;
     return 0;
@@ -361,10 +474,13 @@ int persist_open(broker *b)
         .clock = load_clock,
         .presence = load_presence,
     };
-    load_ctx l = {.b = b};
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    load_ctx l = {.b = b, .now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000};
     b->loading = true;
     int rc = store_load(b->store, &cb, &l, err, sizeof(err));
     b->loading = false;
+    session_sort_offline(b); /* restored in key order */
     if (rc)
         LOG_ERROR("persistence: loading %s: %s", cfg->persistence_file, err);
     /* Ids continue after every stored one; messages no delivery needs any
@@ -388,11 +504,23 @@ int persist_open(broker *b)
                "queued or in-flight message(s)%s",
                cfg->persistence_file, l.retained, l.sessions, l.deliveries,
                orphans ? " (unreferenced messages removed)" : "");
+    if (l.expired)
+        LOG_NOTICE("session_expiry: %zu persistent session(s) offline for %.0f s or more "
+                   "discarded",
+                   l.expired, cfg->session_expiry);
+    /* Sessions stored under a larger cap are kept; new ones wait for room. */
+    if (cfg->max_sessions && b->persistent_sessions > cfg->max_sessions)
+        LOG_WARN("persistence: %zu persistent sessions restored, more than max_sessions (%u): "
+                 "new ones are refused until some end",
+                 b->persistent_sessions, cfg->max_sessions);
     return 0;
 }
 
 int persist_start(broker *b)
 {
+    if (b->store)
+        store_set_queue_limit(b->store, b->cfg->store_queue_limit, b->cfg->store_queue_limit / 2,
+                              on_drained, b);
     if (b->store && store_start(b->store, b->loop, on_commit, b)) {
         LOG_ERROR("persistence: cannot start the store thread");
         return -1;

@@ -20,6 +20,8 @@ struct pending_ack {
 
 void persist_session_new(session *s);
 void persist_session_delete(session *s);
+/* The client of s went away at s->offline_since (for session_expiry). */
+void persist_session_offline(session *s);
 void persist_subscription(session *s, const char *filter, uint8_t qos);
 void persist_unsubscription(session *s, const char *filter);
 /* A delivery row: first is true when (s, seq) is new, so the message gains
@@ -42,8 +44,16 @@ uint64_t persist_mark(const broker *b);
 void persist_ack(conn *c, uint8_t type, uint16_t packet_id, uint64_t before, uint64_t after);
 /* The store committed up to seq: release the acknowledgements it vouches for. */
 void persist_committed(broker *b, uint64_t seq);
-/* Drop c's held acknowledgements (c is being freed). */
+/* Drop c's held acknowledgements and its place among the connections
+ * paused for the store (c is being freed). */
 void persist_forget_conn(conn *c);
+
+/* Backpressure from the store (store_queue_limit, docs/security.md): c has
+ * just handled one packet, begun at store mark `before`. If that packet
+ * queued durable writes while the store's queue is congested, c's input is
+ * paused (c->store_paused) until the queue falls to half the limit; then
+ * every connection so paused is resumed. Returns true when c is paused. */
+bool persist_throttle(conn *c, uint64_t before);
 
 /* Open the store and restore retained messages, persistent sessions,
  * clock offsets and presence; then (after bridge_init) start its thread. */

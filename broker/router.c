@@ -8,6 +8,11 @@
 
 #include <string.h>
 
+#include "broker/alloc.h"
+
+/* The encoding buffer of fan-out (broker.enc) is kept up to this size. */
+#define ENC_KEEP_BYTES (64u << 10)
+
 typedef struct match_ctx {
     uint64_t gen;
     session *head;
@@ -64,21 +69,29 @@ static bool visible_to(const session *s, const gmq_msg *m, uint8_t *qos)
     return any;
 }
 
-void router_publish(broker *b, gmq_msg *m)
+int router_publish(broker *b, gmq_msg *m)
 {
     /* A retained message replaces (or, empty, clears) the topic's retained
-     * one, durably, before it is routed [MQTT-3.3.1-5, 3.3.1-10,11]. */
+     * one, durably, before it is routed [MQTT-3.3.1-5, 3.3.1-10,11]. One
+     * that cannot be retained is not routed either: its publisher, not
+     * acknowledged, sends it again, and it is then retained and routed
+     * once (a QoS 2 subscriber must not get it twice). */
     if (m->retain) {
-        if (retain_set(b->retained, m))
-            LOG_WARN("no memory to retain a message on %s", m->topic);
-        else
-            persist_retained(b, m);
+        if (retain_set(b->retained, m)) {
+            b->stats.msgs_dropped++;
+            LOG_WARN("no memory to retain a message on %s; not published", m->topic);
+            return -1;
+        }
+        persist_retained(b, m);
     }
     match_ctx ctx = {.gen = ++b->match_gen, .head = NULL};
     m->id = ++b->next_msg_id;
     topictree_match(b->subs, m->topic, m->topic_len, on_match, &ctx);
-    /* session_deliver never closes connections or ends sessions, so the
-     * list stays valid while we walk it. */
+    /* Many subscribers: encode the PUBLISH once and copy it (write_publish). */
+    if (ctx.head && ctx.head->match_next)
+        b->enc.m = m;
+    /* session_deliver may mark a connection closing (no memory) but never
+     * frees one or ends a session, so the list stays valid while we walk it. */
     for (session *s = ctx.head; s; s = s->match_next) {
         uint8_t granted = s->match_qos;
         if (!visible_to(s, m, &granted) || !access_read(s, m))
@@ -87,6 +100,14 @@ void router_publish(broker *b, gmq_msg *m)
         /* Forwarded to existing subscribers with RETAIN 0 [MQTT-3.3.1-9]. */
         session_deliver(s, m, qos, false);
     }
+    b->enc.m = NULL;
+    b->enc.valid = false;
+    if (b->enc.cap > ENC_KEEP_BYTES) { /* an unusually large message */
+        gmq_free(b->enc.buf);
+        b->enc.buf = NULL;
+        b->enc.cap = 0;
+    }
+    return 0;
 }
 
 typedef struct retained_ctx {

@@ -23,6 +23,7 @@
 #define ACCEPTS_PER_CALLBACK 64
 
 static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents);
+static void on_kick(struct ev_loop *loop, ev_idle *w, int revents);
 
 broker *broker_new(struct ev_loop *loop, const gmq_config *cfg)
 {
@@ -45,6 +46,7 @@ broker *broker_new(struct ev_loop *loop, const gmq_config *cfg)
     ev_prepare_init(&b->prepare, on_prepare);
     b->prepare.data = b;
     ev_prepare_start(loop, &b->prepare);
+    ev_idle_init(&b->kick, on_kick);
     return b;
 }
 
@@ -225,15 +227,22 @@ int broker_listen(broker *b)
 
 /* ---- once per loop iteration ------------------------------------------- */
 
-/* Write what callbacks queued, then reap closed connections. The flush list
- * is emptied before any reap, so it never holds a freed connection; reaping
- * can publish wills (more output) and flushing can close connections, so
- * repeat until both lists are empty. */
-static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+/* Runs once after on_prepare gave up on pending events: an active idle
+ * watcher makes the next poll return at once. */
+static void on_kick(struct ev_loop *loop, ev_idle *w, int revents)
 {
-    (void)loop;
     (void)revents;
-    broker *b = w->data;
+    ev_idle_stop(loop, w);
+}
+
+/* Write what callbacks queued, then reap closed connections. The flush list
+ * is emptied before any reap, so it never holds a freed connection:
+ * connections closed while others are reaped (a will delivered to a client
+ * that then fails) wait on the closing list for the next pass, whose flush
+ * comes first. Reaping can publish wills (more output) and flushing can
+ * close connections, so repeat until both lists are empty. */
+static void flush_and_reap(broker *b)
+{
     while (b->closing || b->flush) {
         while (b->flush) {
             conn *c = b->flush;
@@ -242,11 +251,36 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
             if (c->state != CONN_CLOSING)
                 conn_flush(c);
         }
-        while (b->closing) {
-            conn *c = b->closing;
-            b->closing = c->closing_next;
+        conn *closing = b->closing;
+        b->closing = NULL;
+        while (closing) {
+            conn *c = closing;
+            closing = c->closing_next;
             conn_reap(c);
         }
+    }
+}
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    broker *b = w->data;
+    /* A flush that drained a paused client's output resumes its input with
+     * a fed read event. Run such events here, a few rounds: run only after
+     * this hook, their answers (a PINGRESP) would wait in the buffer while
+     * the loop blocks in its poll until some other event came. Past the
+     * rounds, the kick makes that poll return at once instead, so one busy
+     * client cannot keep the loop from polling, timers and the hand-backs of
+     * other threads. */
+    for (int round = 0;; round++) {
+        flush_and_reap(b);
+        if (!ev_pending_count(loop))
+            break;
+        if (round == 4) {
+            ev_idle_start(loop, &b->kick);
+            break;
+        }
+        ev_invoke_pending(loop);
     }
 }
 
@@ -263,6 +297,7 @@ void broker_shutdown(broker *b)
         }
     }
     ev_timer_stop(b->loop, &b->sys_timer);
+    ev_timer_stop(b->loop, &b->expiry_timer);
     /* Connections still handshaking come back cancelled (and are closed). */
     hs_pool_free(b->handshakes);
     b->handshakes = NULL;
@@ -281,6 +316,7 @@ void broker_free(broker *b)
     if (b->conns || b->handshakes)
         broker_shutdown(b);
     ev_prepare_stop(b->loop, &b->prepare);
+    ev_idle_stop(b->loop, &b->kick);
     /* Remaining persistent sessions. session_destroy edits the map, so
      * detach the slot array first. */
     strmap_slot *slots = b->sessions.slots;
@@ -293,6 +329,7 @@ void broker_free(broker *b)
             session_destroy(s);
         }
     gmq_free(slots);
+    strmap_free(&b->company_sessions); /* emptied by session_destroy */
     /* The store's last commits wake the drain: close the store first. */
     persist_close(b);
     bridge_stop_outbox(b);
@@ -314,5 +351,7 @@ void broker_free(broker *b)
     if (b->retained)
         retain_free(b->retained);
     gmq_free(b->scratch);
+    conn_wpool_free(b);
+    gmq_free(b->enc.buf);
     gmq_free(b);
 }

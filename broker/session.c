@@ -11,7 +11,9 @@
  * [MQTT-4.4.0-1, MQTT-4.6.0-2..4].
  */
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "broker/alloc.h"
 #include "broker/broker.h"
@@ -66,10 +68,15 @@ void session_discard(session *s)
     session_destroy(s);
 }
 
+static void untrack(session *s);
+static void unlist_offline(session *s);
+
 void session_destroy(session *s)
 {
     broker *b = s->b;
     assert(!s->c);
+    untrack(s);
+    unlist_offline(s);
     for (size_t i = 0; i < s->nsubs; i++) {
         topictree_remove(b->subs, s->subs[i].filter, strlen(s->subs[i].filter), s);
         gmq_free(s->subs[i].filter);
@@ -88,6 +95,225 @@ void session_destroy(session *s)
     gmq_free(s->company);
     gmq_free(s->key);
     gmq_free(s);
+}
+
+/* ---- caps on persistent sessions ------------------------------------------- */
+
+/* Persistent sessions of one namespace; the map key is name. */
+struct session_count {
+    size_t n;
+    char name[];
+};
+
+static struct session_count *count_of(const broker *b, const char *company)
+{
+    const char *name = company ? company : "";
+    return strmap_get(&b->company_sessions, name, strlen(name));
+}
+
+int session_track(session *s)
+{
+    broker *b = s->b;
+    if (s->counted)
+        return 0;
+    struct session_count *sc = count_of(b, s->company);
+    if (!sc) {
+        const char *name = s->company ? s->company : "";
+        size_t len = strlen(name);
+        if (!(sc = gmq_malloc(sizeof(*sc) + len + 1)))
+            return -1;
+        sc->n = 0;
+        memcpy(sc->name, name, len + 1);
+        if (strmap_put(&b->company_sessions, sc->name, sc)) {
+            gmq_free(sc);
+            return -1;
+        }
+    }
+    sc->n++;
+    b->persistent_sessions++;
+    s->counted = true;
+    return 0;
+}
+
+static void untrack(session *s)
+{
+    broker *b = s->b;
+    if (!s->counted)
+        return;
+    s->counted = false;
+    b->persistent_sessions--;
+    struct session_count *sc = count_of(b, s->company);
+    assert(sc && sc->n > 0);
+    if (--sc->n == 0) {
+        strmap_del(&b->company_sessions, sc->name);
+        gmq_free(sc);
+    }
+}
+
+bool session_cap_reached(const broker *b, const char *company, char *why, size_t len)
+{
+    const gmq_config *cfg = b->cfg;
+    if (cfg->max_sessions && b->persistent_sessions >= cfg->max_sessions) {
+        snprintf(why, len, "max_sessions (%u) persistent sessions reached (company %s)",
+                 cfg->max_sessions, company ? company : "(none)");
+        return true;
+    }
+    const struct session_count *sc = count_of(b, company);
+    if (cfg->max_sessions_per_company && sc && sc->n >= cfg->max_sessions_per_company) {
+        snprintf(why, len, "company %s has max_sessions_per_company (%u) persistent sessions",
+                 company ? company : "(none)", cfg->max_sessions_per_company);
+        return true;
+    }
+    return false;
+}
+
+/* ---- expiry of offline persistent sessions ----------------------------------
+ *
+ * b->offline lists the persistent sessions whose client is away, oldest
+ * first: a session joins at the tail when its client goes (times only grow,
+ * see session_went_offline) and leaves when it comes back or ends, so the
+ * sweep looks only at sessions that are due, never at every session. */
+
+static void unlist_offline(session *s)
+{
+    broker *b = s->b;
+    if (!s->offline_listed)
+        return;
+    if (s->offline_prev)
+        s->offline_prev->offline_next = s->offline_next;
+    else
+        b->offline_head = s->offline_next;
+    if (s->offline_next)
+        s->offline_next->offline_prev = s->offline_prev;
+    else
+        b->offline_tail = s->offline_prev;
+    s->offline_prev = s->offline_next = NULL;
+    s->offline_listed = false;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void session_went_offline(session *s)
+{
+    session_offline_since(s, wall_ms());
+}
+
+void session_offline_since(session *s, int64_t since_ms)
+{
+    broker *b = s->b;
+    assert(!s->clean && !s->c);
+    unlist_offline(s);
+    /* A wall clock stepped back must not break the order; while restoring,
+     * session_sort_offline orders the list afterwards. */
+    if (!b->loading && b->offline_tail && since_ms < b->offline_tail->offline_since)
+        since_ms = b->offline_tail->offline_since;
+    s->offline_since = since_ms;
+    s->offline_prev = b->offline_tail;
+    s->offline_next = NULL;
+    if (b->offline_tail)
+        b->offline_tail->offline_next = s;
+    else
+        b->offline_head = s;
+    b->offline_tail = s;
+    s->offline_listed = true;
+    persist_session_offline(s);
+}
+
+void session_came_online(session *s)
+{
+    unlist_offline(s);
+    s->offline_since = 0;
+}
+
+/* Merge sort of the list by offline_since: no allocation, O(n log n). */
+static session *merge_sorted(session *a, session *b)
+{
+    session head = {0}, *t = &head;
+    while (a && b) {
+        session **from = a->offline_since <= b->offline_since ? &a : &b;
+        t->offline_next = *from;
+        t = *from;
+        *from = (*from)->offline_next;
+    }
+    t->offline_next = a ? a : b;
+    return head.offline_next;
+}
+
+static session *sort_list(session *list)
+{
+    if (!list || !list->offline_next)
+        return list;
+    session *slow = list, *fast = list->offline_next;
+    while (fast && fast->offline_next) {
+        slow = slow->offline_next;
+        fast = fast->offline_next->offline_next;
+    }
+    session *second = slow->offline_next;
+    slow->offline_next = NULL;
+    return merge_sorted(sort_list(list), sort_list(second));
+}
+
+void session_sort_offline(broker *b)
+{
+    b->offline_head = sort_list(b->offline_head);
+    session *prev = NULL;
+    for (session *s = b->offline_head; s; s = s->offline_next) {
+        s->offline_prev = prev;
+        prev = s;
+    }
+    b->offline_tail = prev;
+}
+
+size_t session_expire(broker *b, int64_t now_ms, size_t max)
+{
+    double expiry = b->cfg->session_expiry;
+    if (expiry <= 0)
+        return 0;
+    int64_t limit = (int64_t)(expiry * 1000);
+    size_t n = 0;
+    while (n < max && b->offline_head && now_ms - b->offline_head->offline_since >= limit) {
+        session *s = b->offline_head;
+        LOG_INFO("client %s: persistent session%s%s expired after %.0f s offline", s->client_id,
+                 s->company ? " of " : "", s->company ? s->company : "",
+                 (double)(now_ms - s->offline_since) / 1000.0);
+        session_discard(s);
+        b->stats.sessions_expired++;
+        n++;
+    }
+    return n;
+}
+
+/* Sessions discarded per sweep at most, so that a mass expiry (a fleet that
+ * went away together) cannot hold the loop: the rest go on the next ticks. */
+#define EXPIRE_PER_SWEEP 10000
+
+static void on_expiry_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    broker *b = w->data;
+    size_t n = session_expire(b, wall_ms(), EXPIRE_PER_SWEEP);
+    if (n)
+        LOG_NOTICE("session_expiry: %zu persistent session(s) offline for %.0f s or more "
+                   "discarded",
+                   n, b->cfg->session_expiry);
+}
+
+void session_expiry_start(broker *b)
+{
+    double expiry = b->cfg->session_expiry;
+    if (expiry <= 0)
+        return;
+    /* A session lives at most a tenth of the expiry (or a minute) longer. */
+    double every = expiry / 10 < 60 ? expiry / 10 : 60;
+    ev_timer_init(&b->expiry_timer, on_expiry_timer, every, every);
+    b->expiry_timer.data = b;
+    ev_timer_start(b->loop, &b->expiry_timer);
 }
 
 /* ---- session map ------------------------------------------------------------ */
@@ -196,6 +422,25 @@ static int write_publish(session *s, gmq_msg *m, uint8_t qos, uint16_t id, bool 
      * message it can match carries that prefix (its filters all do). */
     assert(m->topic_len > s->topic_prefix_len &&
            memcmp(m->topic, s->key, s->topic_prefix_len) == 0);
+    struct pub_encoding *enc = &s->b->enc;
+    bool cached = enc->m == m; /* routed to several sessions: see router_publish */
+    if (cached && enc->valid && enc->prefix == s->topic_prefix_len && enc->qos == qos &&
+        enc->dup == dup && enc->retain == retain) {
+        /* The same bytes as for the last subscriber but the packet id. */
+        uint8_t *buf = conn_reserve(s->c, enc->len);
+        if (!buf)
+            return -1;
+        memcpy(buf, enc->buf, enc->len);
+        if (qos) {
+            /* The id follows the topic, just before the payload. */
+            size_t at = enc->len - m->payload_len - 2;
+            buf[at] = (uint8_t)(id >> 8);
+            buf[at + 1] = (uint8_t)(id & 0xff);
+        }
+        conn_commit(s->c, enc->len);
+        s->b->stats.msgs_sent++;
+        return 0;
+    }
     mqtt_publish p = {
         .topic = {(const uint8_t *)m->topic + s->topic_prefix_len,
                   m->topic_len - s->topic_prefix_len},
@@ -210,6 +455,16 @@ static int write_publish(session *s, gmq_msg *m, uint8_t qos, uint16_t id, bool 
     if (!buf)
         return -1;
     mqtt_encode_publish(buf, n, &p);
+    if (cached) {
+        /* Keep a copy for the next subscriber; without memory, no copy. */
+        enc->valid = false;
+        if (GMQ_GROW(enc->buf, enc->cap, n, n) == 0) {
+            memcpy(enc->buf, buf, n);
+            *enc = (struct pub_encoding){
+                .m = m, .valid = true, .dup = dup, .retain = retain, .qos = qos,
+                .prefix = s->topic_prefix_len, .len = n, .buf = enc->buf, .cap = enc->cap};
+        }
+    }
     conn_commit(s->c, n);
     s->b->stats.msgs_sent++;
     return 0;
@@ -318,8 +573,14 @@ void session_pump(session *s)
 {
     while (online(s) && s->qlen && s->ninflight < s->b->cfg->max_inflight) {
         queued q = s->queue[s->qhead];
-        if (send_inflight(s, q.msg, q.qos, q.retain, q.seq, true))
-            return; /* no memory: keep it queued, try again on the next ack */
+        if (send_inflight(s, q.msg, q.qos, q.retain, q.seq, true)) {
+            /* No memory: it stays queued and is tried again on the next
+             * acknowledgement. With none to come, the connection is closed
+             * instead, and the client's reconnection resumes the queue. */
+            if (s->ninflight == 0)
+                conn_close(s->c, "no memory for output");
+            return;
+        }
         s->qhead = (s->qhead + 1) % s->qcap;
         s->qlen--;
         s->qbytes -= q.msg->payload_len;
@@ -334,9 +595,11 @@ void session_resume(session *s)
     for (size_t i = 0; i < s->ninflight && online(s); i++) {
         outmsg *o = &s->inflight[i];
         if (o->state == OUT_WAIT_PUBCOMP)
-            conn_send_packet_id(s->c, MQTT_PUBREL, o->packet_id);
-        else
-            write_publish(s, o->msg, o->qos, o->packet_id, true, o->retain);
+            conn_send_packet_id(s->c, MQTT_PUBREL, o->packet_id); /* closes c on failure */
+        else if (write_publish(s, o->msg, o->qos, o->packet_id, true, o->retain))
+            /* A message left out would wait for the next connection while
+             * later ones overtake it: end this one, the next resends all. */
+            conn_close(s->c, "no memory for output");
     }
     session_pump(s);
 }

@@ -9,6 +9,7 @@
 #include "broker/broker.h"
 #include "broker/log.h"
 #include "broker/version.h"
+#include "store/store.h"
 
 static void publish_text(broker *b, const char *topic, const char *text)
 {
@@ -45,6 +46,16 @@ void sys_publish(broker *b)
     publish_u64(b, "$SYS/broker/tls/handshakes_failed", st->tls_handshakes_failed);
     publish_u64(b, "$SYS/broker/logins/failed", st->auth_failures);
     publish_u64(b, "$SYS/broker/logins/lockouts", st->lockouts);
+    publish_u64(b, "$SYS/broker/sessions/persistent", b->persistent_sessions);
+    publish_u64(b, "$SYS/broker/sessions/refused", st->sessions_refused);
+    publish_u64(b, "$SYS/broker/sessions/expired", st->sessions_expired);
+    if (b->store) {
+        /* Writes waiting for the disk, and how often clients were paused
+         * because too many did (store_queue_limit). */
+        publish_u64(b, "$SYS/broker/store/queued_bytes", store_queued_bytes(b->store));
+        publish_u64(b, "$SYS/broker/store/queued_writes", store_backlog(b->store));
+        publish_u64(b, "$SYS/broker/store/pauses", st->store_pauses);
+    }
     bridge_stats bs;
     bridge_get_stats(b, &bs);
     publish_u64(b, "$SYS/broker/telemetry/points", bs.points);

@@ -15,6 +15,7 @@
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -45,6 +46,7 @@ enum store__stmt {
     ST_DEL_MESSAGE,
     ST_PUT_SESSION,
     ST_DEL_SESSION,
+    ST_PUT_SESSION_OFFLINE,
     ST_DEL_SESSION_SUBS,
     ST_DEL_SESSION_DELIVERIES,
     ST_DEL_SESSION_RX,
@@ -83,6 +85,7 @@ static const char *const store__sql[ST_COUNT] = {
     [ST_PUT_SESSION] = "INSERT OR REPLACE INTO sessions(client_id, last_seen, kind, username) "
                        "VALUES(?1, ?2, ?3, ?4)",
     [ST_DEL_SESSION] = "DELETE FROM sessions WHERE client_id = ?1",
+    [ST_PUT_SESSION_OFFLINE] = "UPDATE sessions SET offline_since = ?2 WHERE client_id = ?1",
     [ST_DEL_SESSION_SUBS] = "DELETE FROM subscriptions WHERE client_id = ?1",
     [ST_DEL_SESSION_DELIVERIES] = "DELETE FROM deliveries WHERE client_id = ?1",
     [ST_DEL_SESSION_RX] = "DELETE FROM rx_qos2 WHERE client_id = ?1",
@@ -105,8 +108,8 @@ static const char *const store__sql[ST_COUNT] = {
     [ST_LOAD_PRESENCE] = "SELECT device, online, since, notified FROM presence ORDER BY device",
     [ST_LOAD_MESSAGES] = "SELECT id, topic, payload, qos, retain FROM messages ORDER BY id",
     [ST_LOAD_RETAINED] = "SELECT topic, payload, qos FROM retained ORDER BY topic",
-    [ST_LOAD_SESSIONS] =
-        "SELECT client_id, last_seen, kind, username FROM sessions ORDER BY client_id",
+    [ST_LOAD_SESSIONS] = "SELECT client_id, last_seen, kind, username, offline_since FROM sessions "
+                         "ORDER BY client_id",
     [ST_LOAD_SUBS] = "SELECT filter, qos FROM subscriptions WHERE client_id = ?1 ORDER BY filter",
     [ST_LOAD_DELIVERIES] = "SELECT seq, msg_id, qos, retain, packet_id, state FROM deliveries "
                            "WHERE client_id = ?1 ORDER BY seq",
@@ -127,6 +130,7 @@ enum store__op_kind {
     OP_DEL_MESSAGE,
     OP_PUT_SESSION,
     OP_DEL_SESSION,
+    OP_PUT_SESSION_OFFLINE,
     OP_PUT_SUB,
     OP_DEL_SUB,
     OP_PUT_DELIVERY,
@@ -143,6 +147,7 @@ static const char *const store__op_names[] = {
     [OP_PUT_RETAINED] = "put retained", [OP_DEL_RETAINED] = "delete retained",
     [OP_PUT_MESSAGE] = "put message",   [OP_DEL_MESSAGE] = "delete message",
     [OP_PUT_SESSION] = "put session",   [OP_DEL_SESSION] = "delete session",
+    [OP_PUT_SESSION_OFFLINE] = "put session offline time",
     [OP_PUT_SUB] = "put subscription",  [OP_DEL_SUB] = "delete subscription",
     [OP_PUT_DELIVERY] = "put delivery", [OP_DEL_DELIVERY] = "delete delivery",
     [OP_PUT_RX] = "put QoS 2 id",       [OP_DEL_RX] = "delete QoS 2 id",
@@ -190,10 +195,20 @@ struct store {
     uint64_t last_queued;
     uint64_t reported; /* last seq passed to on_commit */
     bool started;
+    store_watermark water; /* on queued_bytes */
+    void (*on_drained)(void *arg);
+    void *drained_arg;
 
     /* Written by the store thread, read by the loop. */
     _Atomic uint64_t committed;
     atomic_uint fail_commits; /* test hook */
+    /* Added by the loop as writes are queued, taken off by the store thread
+     * once they committed (or were given up), before it reports them. */
+    _Atomic size_t queued_bytes;
+    /* Test only: microseconds the store thread sleeps before each batch
+     * (GATEMQ_TEST_STORE_DELAY_US, read once by store_start), so tests can
+     * make the disk slower than the clients without timing games. */
+    unsigned long test_delay_us;
 
     /* Under lock. */
     pthread_mutex_t lock;
@@ -258,6 +273,7 @@ store *store_open(const char *path, enum store_sync sync, char *err, size_t errl
     }
     atomic_init(&s->committed, 0);
     atomic_init(&s->fail_commits, 0);
+    atomic_init(&s->queued_bytes, 0);
     s->path = gmq_strdup(path);
     if (!s->path) {
         store__err(err, errlen, "no memory");
@@ -367,7 +383,7 @@ static int store__load_all(store *s, const store_load_cb *cb, void *arg, const c
         if (cb->session) {
             const char *user = (const char *)sqlite3_column_text(st, 3);
             stop = cb->session(arg, client_id, sqlite3_column_int64(st, 1),
-                               sqlite3_column_int(st, 2), user);
+                               sqlite3_column_int(st, 2), user, sqlite3_column_int64(st, 4));
         }
         if (!stop) {
             int r = store__load_session_rows(s, cb, arg, client_id, tlen, what);
@@ -514,6 +530,11 @@ static int store__run_op(store *s, const store_op *op)
         if (rc == SQLITE_OK)
             rc = op->sub_len ? sqlite3_bind_text(st, 4, op->sub, (int)op->sub_len, SQLITE_STATIC)
                              : sqlite3_bind_null(st, 4);
+        return store__step(st, rc);
+    case OP_PUT_SESSION_OFFLINE:
+        st = s->stmt[ST_PUT_SESSION_OFFLINE];
+        rc = store__bind_text(st, 1, op->key, op->key_len, rc);
+        rc = store__bind_int(st, 2, op->last_seen, rc);
         return store__step(st, rc);
     case OP_DEL_SESSION: {
         static const enum store__stmt order[] = {ST_DEL_SESSION_SUBS, ST_DEL_SESSION_DELIVERIES,
@@ -689,11 +710,16 @@ static bool store__commit(store *s, store_op *batch, size_t n)
             ;
         delay_ms = delay_ms * 2 > STORE_BACKOFF_MAX_MS ? STORE_BACKOFF_MAX_MS : delay_ms * 2;
     }
+    size_t bytes = 0;
     while (batch) {
         store_op *next = batch->next;
+        bytes += batch->size;
         gmq_free(batch);
         batch = next;
     }
+    /* Before the commit is reported, so the loop sees the smaller queue
+     * when it wakes (the backpressure release). */
+    atomic_fetch_sub(&s->queued_bytes, bytes);
     pthread_mutex_lock(&s->lock);
     s->stats.failures += failures;
     if (ok) {
@@ -739,7 +765,14 @@ static void *store__thread(void *arg)
         size_t n;
         uint64_t last;
         store_op *batch = store__take_batch(s, &n, &last);
+        bool delay = s->test_delay_us && !s->stopping; /* shutdown is not slowed */
         pthread_mutex_unlock(&s->lock);
+        if (delay) {
+            struct timespec ts = {.tv_sec = (time_t)(s->test_delay_us / 1000000),
+                                  .tv_nsec = (long)(s->test_delay_us % 1000000) * 1000};
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+                ;
+        }
         bool ok = store__commit(s, batch, n);
         pthread_mutex_lock(&s->lock);
         if (ok) {
@@ -756,7 +789,17 @@ static void store__on_wake(struct ev_loop *loop, ev_async *w, int revents)
     (void)loop;
     (void)revents;
     store *s = w->data;
+    /* Every commit sends a wake-up after taking its bytes off the queue, so
+     * the one that brings the queue down to the low mark is seen here.
+     * `committed` is read first: the thread takes a batch's bytes off before
+     * it publishes the batch's seq (release), so the count read after it
+     * (acquire) is net of every batch up to seq, and the release is reported
+     * no later than the on_commit of the commit that made it. Read the other
+     * way round, a commit landing between the two reads is reported here
+     * and its release only by the next wake-up. */
     uint64_t seq = atomic_load_explicit(&s->committed, memory_order_acquire);
+    if (store_watermark_fall(&s->water, store_queued_bytes(s)) && s->on_drained)
+        s->on_drained(s->drained_arg);
     if (seq <= s->reported)
         return;
     s->reported = seq;
@@ -775,6 +818,13 @@ int store_start(store *s, struct ev_loop *loop, void (*on_commit)(void *arg, uin
     ev_async_init(&s->wake, store__on_wake);
     s->wake.data = s;
     ev_async_start(loop, &s->wake);
+    const char *delay = getenv("GATEMQ_TEST_STORE_DELAY_US");
+    if (delay && *delay) {
+        s->test_delay_us = strtoul(delay, NULL, 10);
+        LOG_WARN("store: GATEMQ_TEST_STORE_DELAY_US: every commit is delayed by %lu us "
+                 "(for tests only)",
+                 s->test_delay_us);
+    }
     if (pthread_create(&s->thread, NULL, store__thread, s)) {
         LOG_ERROR("store: cannot start the store thread");
         ev_async_stop(loop, &s->wake);
@@ -797,6 +847,42 @@ uint64_t store_last_committed(const store *s)
 size_t store_backlog(const store *s)
 {
     return (size_t)(s->last_queued - store_last_committed(s));
+}
+
+/* ---- backpressure --------------------------------------------------------- */
+
+bool store_watermark_rise(store_watermark *w, size_t queued)
+{
+    if (!w->congested && w->high && queued >= w->high)
+        w->congested = true;
+    return w->congested;
+}
+
+bool store_watermark_fall(store_watermark *w, size_t queued)
+{
+    if (!w->congested || queued > w->low)
+        return false;
+    w->congested = false;
+    return true;
+}
+
+void store_set_queue_limit(store *s, size_t high, size_t low, void (*on_drained)(void *arg),
+                           void *arg)
+{
+    s->water.high = high;
+    s->water.low = low < high ? low : (high ? high - 1 : 0);
+    s->on_drained = on_drained;
+    s->drained_arg = arg;
+}
+
+bool store_congested(const store *s)
+{
+    return s->water.congested;
+}
+
+size_t store_queued_bytes(const store *s)
+{
+    return atomic_load(&((store *)s)->queued_bytes);
 }
 
 void store_close(store *s)
@@ -887,6 +973,8 @@ static int store__queue(store *s, store_op *op)
     if (!op)
         return -1;
     op->seq = ++s->last_queued;
+    size_t queued = atomic_fetch_add(&s->queued_bytes, op->size) + op->size;
+    store_watermark_rise(&s->water, queued);
     pthread_mutex_lock(&s->lock);
     if (s->tail)
         s->tail->next = op;
@@ -945,6 +1033,15 @@ int store_put_session(store *s, const char *client_id, int64_t last_seen, int ki
         op->last_seen = last_seen;
         op->qos = (uint8_t)kind;
     }
+    return store__queue(s, op);
+}
+
+int store_put_session_offline(store *s, const char *client_id, int64_t since_ms)
+{
+    store_op *op =
+        store__op_new(s, OP_PUT_SESSION_OFFLINE, client_id, strlen(client_id), NULL, 0, NULL, 0);
+    if (op)
+        op->last_seen = since_ms;
     return store__queue(s, op);
 }
 

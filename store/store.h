@@ -70,9 +70,12 @@ typedef struct store_load_cb {
     int (*retained)(void *arg, const char *topic, size_t topic_len, const uint8_t *payload,
                     size_t payload_len, uint8_t qos);
     /* kind and username: who the session belongs to, as stored (kind 0
-     * and NULL for rows written before schema version 2). */
+     * and NULL for rows written before schema version 2). offline_since:
+     * when its client went away (Unix ms), 0 when not recorded: the client
+     * was connected when the broker last stopped, or the row predates
+     * schema version 4. */
     int (*session)(void *arg, const char *client_id, int64_t last_seen, int kind,
-                   const char *username);
+                   const char *username, int64_t offline_since);
     int (*subscription)(void *arg, const char *client_id, const char *filter, uint8_t qos);
     int (*delivery)(void *arg, const char *client_id, uint64_t seq, uint64_t msg_id,
                     uint8_t qos, bool retain, uint16_t packet_id, int state);
@@ -104,12 +107,51 @@ uint64_t store_last_committed(const store *s);
 /* Writes queued and not yet committed (for $SYS). */
 size_t store_backlog(const store *s);
 
+/* ---- backpressure ---------------------------------------------------------
+ *
+ * Queued writes live in memory until they commit, so a disk slower than the
+ * writes arrive would let the queue grow without bound. The store counts
+ * the bytes it holds for writes not yet committed (copied arguments and
+ * bookkeeping) and applies two marks to them: the queue becomes congested
+ * when it reaches the high mark, and stays congested until it is back at or
+ * below the low one, so a queue hovering around one mark does not flap. The
+ * store never refuses or drops a write for it; the caller decides whom to
+ * stop (the broker stops reading the clients that write, broker/persist.c). */
+
+/* The marks and the state, on their own (unit-tested; the store keeps one). */
+typedef struct store_watermark {
+    size_t high; /* 0: never congested */
+    size_t low;  /* below high */
+    bool congested;
+} store_watermark;
+
+/* A write was queued and the queue now holds `queued` bytes: congested from
+ * the high mark on. Returns whether the queue is congested. Never clears
+ * the state: only the commit side may, or a release could be missed. */
+bool store_watermark_rise(store_watermark *w, size_t queued);
+/* Writes committed and `queued` bytes remain: returns true exactly when
+ * this clears a congested state (at or below the low mark). */
+bool store_watermark_fall(store_watermark *w, size_t queued);
+
+/* Set the marks (loop thread; before or after store_start). on_drained(arg)
+ * is called on the loop thread, from the wake-up that reports commits, each
+ * time a congested queue falls to the low mark or below; it runs before the
+ * on_commit call of that wake-up. */
+void store_set_queue_limit(store *s, size_t high, size_t low, void (*on_drained)(void *arg),
+                           void *arg);
+/* Loop thread: is the queue congested? Set when a write makes the queue
+ * reach the high mark, cleared when on_drained is called. */
+bool store_congested(const store *s);
+/* Bytes held for writes queued and not yet committed (any thread). */
+size_t store_queued_bytes(const store *s);
+
 /* Writes: called on the loop thread; each copies its arguments (payload may
  * be NULL when payload_len is 0). On no memory, or a write larger than the
  * database's string/blob limit, the write is dropped and logged, -1 is
  * returned and no sequence number is used. Message ids and delivery seqs
  * are stored as SQLite integers: they round-trip exactly, but load in order
- * only below 2^63. The queue is not bounded: watch store_backlog. */
+ * only below 2^63. The queue is not bounded by the store itself: its size
+ * drives the backpressure above. */
 int store_put_retained(store *s, const char *topic, size_t topic_len, const uint8_t *payload,
                        size_t payload_len, uint8_t qos);
 int store_del_retained(store *s, const char *topic, size_t topic_len);
@@ -117,9 +159,13 @@ int store_put_message(store *s, uint64_t id, const char *topic, size_t topic_len
                       const uint8_t *payload, size_t payload_len, uint8_t qos, bool retain);
 int store_del_message(store *s, uint64_t id);
 /* Insert or replace a session; kind (0..255) and username (NULL: none)
- * record who it belongs to. */
+ * record who it belongs to. Its client is connected: the offline time is
+ * cleared. */
 int store_put_session(store *s, const char *client_id, int64_t last_seen, int kind,
                       const char *username);
+/* The session's client went away at since_ms (Unix ms); no-op for a
+ * client id without a session row. */
+int store_put_session_offline(store *s, const char *client_id, int64_t since_ms);
 /* Deletes the session and its subscriptions, deliveries and receipt ids. */
 int store_del_session(store *s, const char *client_id);
 int store_put_subscription(store *s, const char *client_id, const char *filter, uint8_t qos);

@@ -90,6 +90,10 @@ static const char *const store__migrations[] = {
     "  since INTEGER NOT NULL,"
     "  notified INTEGER NOT NULL) WITHOUT ROWID;"
     "PRAGMA user_version = 3;",
+    /* 3 -> 4: when a persistent session's client went away (Unix ms; NULL
+     * while connected), so that session_expiry counts across restarts. */
+    "ALTER TABLE sessions ADD COLUMN offline_since INTEGER;"
+    "PRAGMA user_version = 4;",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store__migrations) / sizeof(store__migrations[0])))
 

@@ -63,6 +63,23 @@ static const char acl_v3[] =
     "  user ingest\n"
     "    read +/telemetry/#\n";
 
+/* v4: carol loses config/# and gains secret/#; alice may read secret/#. */
+static const char acl_v4[] =
+    "company acme\n"
+    "  user alice\n"
+    "    readwrite config/#\n"
+    "    read      telemetry/#\n"
+    "    read      secret/#\n"
+    "  user carol\n"
+    "    write     telemetry/#\n"
+    "    write     secret/#\n"
+    "company globex\n"
+    "  user bob\n"
+    "    readwrite #\n"
+    "platform\n"
+    "  user ingest\n"
+    "    read +/telemetry/#\n";
+
 static char *passwd_path;
 
 /* A password file per test (temp files go with the test): gatemq-passwd
@@ -87,17 +104,29 @@ static void make_passwords(void)
 
 static char *acl_path;
 
+/* A broker on the current test's password and ACL files, with more lines
+ * of configuration (may be ""). */
+static it_broker *restart(const char *more)
+{
+    char extra[2048];
+    snprintf(extra, sizeof extra, "password_file %s\nacl_file %s\nauth_threads 1\n%s\n",
+             passwd_path, acl_path, more);
+    return it_broker_start(extra);
+}
+
 /* The paths are the harness's temp files of the current test; the strings
  * are ours and are freed when the next test replaces them. */
-static it_broker *start(const char *acl_text, char **acl)
+static it_broker *start_with(const char *acl_text, char **acl, const char *more)
 {
     make_passwords();
     free(acl_path);
     acl_path = *acl = it_temp_file("acl.conf", acl_text);
-    char extra[1024];
-    snprintf(extra, sizeof extra, "password_file %s\nacl_file %s\nauth_threads 1\n", passwd_path,
-             acl_path);
-    return it_broker_start(extra);
+    return restart(more);
+}
+
+static it_broker *start(const char *acl_text, char **acl)
+{
+    return start_with(acl_text, acl, "");
 }
 
 static void write_file(const char *path, const char *text)
@@ -126,14 +155,16 @@ static void reload(it_broker *b, const char *expect)
     await_log(b, expect);
 }
 
-/* CONNECT with user name and password; expect CONNACK with rc. */
-static it_conn *login(it_broker *b, const char *user, const char *client_id, uint8_t rc)
+/* CONNECT with user name and password and clean session 1 (0 when
+ * persistent); expect CONNACK with session present sp and rc. */
+static it_conn *login_session(it_broker *b, const char *user, const char *client_id,
+                              bool persistent, bool sp, uint8_t rc)
 {
     it_conn *c = it_connect(it_broker_port(b));
     mqtt_connect m = {
         .protocol_name = {(const uint8_t *)"MQTT", 4},
         .protocol_level = 4,
-        .clean_session = true,
+        .clean_session = !persistent,
         .client_id = {(const uint8_t *)client_id, strlen(client_id)},
         .has_username = true,
         .username = {(const uint8_t *)user, strlen(user)},
@@ -143,9 +174,15 @@ static it_conn *login(it_broker *b, const char *user, const char *client_id, uin
     uint8_t buf[256];
     size_t n = mqtt_encode_connect(buf, sizeof buf, &m);
     it_send(c, buf, n);
-    uint8_t connack[4] = {0x20, 0x02, 0x00, rc};
+    uint8_t connack[4] = {0x20, 0x02, sp, rc};
     it_expect_bytes(c, connack, sizeof connack, IT_TIMEOUT);
     return c;
+}
+
+/* CONNECT with user name and password; expect CONNACK with rc. */
+static it_conn *login(it_broker *b, const char *user, const char *client_id, uint8_t rc)
+{
+    return login_session(b, user, client_id, false, false, rc);
 }
 
 static void sub_expect(it_conn *c, const char *filter, uint8_t code)
@@ -266,6 +303,82 @@ static void test_reload_revoked_permission_removes_live_subscription(void **stat
     it_broker_stop(b);
 }
 
+/* A connection remembers the topics it was allowed to publish to; a reload
+ * must still decide its very next PUBLISH by the new rules, both ways: a
+ * topic published to (and remembered) before is refused, a topic refused
+ * before is allowed. */
+static void test_reload_decides_the_next_publish_on_a_topic_seen_before(void **state)
+{
+    char *acl;
+    it_broker *b = start(acl_v1, &acl);
+    it_conn *alice = login(b, "alice", "alice-1", 0x00);
+    it_conn *carol = login(b, "carol", "carol-1", 0x00);
+    sub_expect(alice, "config/#", 0x01);
+    it_publish_str(carol, "config/a", "before-1", 1, false);
+    it_publish_str(carol, "config/a", "before-2", 1, false);
+    it_publish_str(carol, "secret/x", "refused", 1, false);
+    it_expect_publish(alice, "config/a", "before-1", 1, false);
+    it_expect_publish(alice, "config/a", "before-2", 1, false);
+    await_log(b, "publish to secret/x denied");
+    write_file(acl, acl_v4);
+    reload(b, "reload: ACL");
+    sub_expect(alice, "secret/#", 0x01);
+    /* Same connection, same topics: config/a is now dropped, secret/x
+     * delivered, and it is the next message alice gets. */
+    it_publish_str(carol, "config/a", "after", 1, false);
+    it_publish_str(carol, "secret/x", "granted", 1, false);
+    it_expect_publish(alice, "secret/x", "granted", 1, false);
+    it_ping(alice);
+    await_log(b, "publish to config/a denied");
+    it_broker_stop(b);
+}
+
+/* A user moved to another company cannot reach its persistent sessions in
+ * the old one any more (sessions are keyed by company): the reload discards
+ * them, connected or not, from memory (their slots under max_sessions free
+ * at once, they are gone when the user is moved back) and from the
+ * database (gone after a restart). Another user's session stays. */
+static void test_reload_moved_user_loses_persistent_sessions(void **state)
+{
+    char *acl;
+    char *readme = it_temp_file("README", "database directory\n");
+    char more[512];
+    snprintf(more, sizeof more, "persistence_file %.*s/gatemq.db\n",
+             (int)(strrchr(readme, '/') - readme), readme);
+    char with_cap[600];
+    snprintf(with_cap, sizeof with_cap, "%smax_sessions 3\n", more);
+    it_broker *b = start_with(acl_v1, &acl, with_cap);
+    it_disconnect(login_session(b, "alice", "alice-1", true, false, 0x00));
+    it_disconnect(login_session(b, "bob", "bob-2", true, false, 0x00));
+    it_conn *bob1 = login_session(b, "bob", "bob-1", true, false, 0x00);
+    sub_expect(bob1, "#", 0x01);
+    it_close(login_session(b, "alice", "alice-2", true, false, 0x03)); /* full */
+
+    write_file(acl, acl_v3); /* bob moves from globex to acme */
+    reload(b, "client bob-1: persistent session of user bob in company globex discarded");
+    it_expect_closed(bob1, IT_TIMEOUT);
+    await_log(b, "client bob-2: persistent session of user bob in company globex discarded");
+    /* Two slots free: alice gets them, the third is refused. */
+    it_disconnect(login_session(b, "alice", "alice-2", true, false, 0x00));
+    it_disconnect(login_session(b, "alice", "alice-3", true, false, 0x00));
+    it_close(login_session(b, "alice", "alice-4", true, false, 0x03));
+
+    /* Moved back, bob finds nothing in globex. */
+    write_file(acl, acl_v1);
+    char reloaded[600];
+    snprintf(reloaded, sizeof reloaded, "reload: ACL %s: 6 rule(s)", acl);
+    reload(b, reloaded);
+    it_disconnect(login_session(b, "alice", "alice-3", false, false, 0x00)); /* a slot */
+    it_disconnect(login_session(b, "bob", "bob-2", true, false, 0x00));
+    it_broker_stop(b);
+
+    b = restart(more);
+    it_disconnect(login_session(b, "bob", "bob-1", true, false, 0x00));
+    it_disconnect(login_session(b, "alice", "alice-1", true, true, 0x00));
+    it_broker_stop(b);
+    free(readme);
+}
+
 /* --check-config loads the ACL file too and names file:line. */
 static void test_check_config_reports_acl_errors(void **state)
 {
@@ -292,6 +405,8 @@ int main(void)
         IT_TEST(test_reload_good_change_takes_effect_without_dropping),
         IT_TEST(test_reload_broken_file_keeps_old_rules),
         IT_TEST(test_reload_revoked_permission_removes_live_subscription),
+        IT_TEST(test_reload_moved_user_loses_persistent_sessions),
+        IT_TEST(test_reload_decides_the_next_publish_on_a_topic_seen_before),
         IT_TEST(test_check_config_reports_acl_errors),
     };
     int failed = IT_RUN(tests);

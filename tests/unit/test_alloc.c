@@ -59,12 +59,33 @@ static void grow_failure_leaves_array_unchanged(void **state)
     gmq_free(v);
 }
 
+static void live_counts_blocks_not_bytes_nor_resizes(void **state)
+{
+    (void)state;
+    long base = gmq_alloc_live();
+    void *a = gmq_malloc(8), *b = gmq_calloc(2, 8), *c = gmq_realloc(NULL, 8);
+    assert_int_equal(gmq_alloc_live(), base + 3);
+    c = gmq_realloc(c, 4096); /* a resize is the same block */
+    assert_non_null(c);
+    assert_int_equal(gmq_alloc_live(), base + 3);
+    gmq_alloc_fail_at(1);
+    assert_null(gmq_malloc(8)); /* a failed allocation is no block */
+    gmq_alloc_fail_at(0);
+    assert_int_equal(gmq_alloc_live(), base + 3);
+    gmq_free(NULL);
+    gmq_free(a);
+    gmq_free(b);
+    gmq_free(c);
+    assert_int_equal(gmq_alloc_live(), base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fail_at_fails_exactly_the_nth_allocation),
         cmocka_unit_test(grow_doubles_from_initial_and_keeps_contents),
         cmocka_unit_test(grow_failure_leaves_array_unchanged),
+        cmocka_unit_test(live_counts_blocks_not_bytes_nor_resizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,6 +45,10 @@ static void applies_defaults(void **state)
     assert_int_equal(c.max_connect_size, 64u * 1024);
     assert_int_equal(c.max_inflight, 20);
     assert_int_equal(c.max_queued, 1000);
+    assert_int_equal(c.max_queued_bytes, 64u * 1024 * 1024); /* bounded unless told */
+    assert_int_equal(c.max_sessions, 0);
+    assert_int_equal(c.max_sessions_per_company, 0);
+    assert_true(c.session_expiry == 0);
     assert_int_equal(c.sys_interval, 10);
     assert_int_equal(c.log_level, GMQ_LOG_NOTICE);
     gmq_config_free(&c);
@@ -57,6 +61,7 @@ static void parses_limits_and_deny_list(void **state)
     const char *text = "log_level debug\nmax_packet_size 1000\nmax_connect_size 100\n"
                        "connect_timeout 3\nmax_connections 7\nmax_inflight_messages 5\n"
                        "max_queued_messages 9\nmax_queued_bytes 4096\nsys_interval 0\n"
+                       "max_sessions 1000\nmax_sessions_per_company 10\nsession_expiry 86400\n"
                        "anonymous_deny_subscribe test/nosubscribe\n"
                        "anonymous_deny_subscribe a/+/#\nanonymous_deny_subscribe #\n"
                        "listener 1883\n";
@@ -69,6 +74,9 @@ static void parses_limits_and_deny_list(void **state)
     assert_int_equal(c.max_inflight, 5);
     assert_int_equal(c.max_queued, 9);
     assert_int_equal(c.max_queued_bytes, 4096);
+    assert_int_equal(c.max_sessions, 1000);
+    assert_int_equal(c.max_sessions_per_company, 10);
+    assert_true(c.session_expiry == 86400.0);
     assert_int_equal(c.sys_interval, 0);
     assert_int_equal(c.nanon_deny, 3);
     assert_string_equal(c.anon_deny[1], "a/+/#"); /* '#' inside a value is data */
@@ -109,6 +117,9 @@ static void rejects_bad_values(void **state)
     expect_error("listener 1\nsys_interval\n", "expected exactly one value");
     expect_error("listener 1\nanonymous_deny_subscribe a/#/b\n", "not a valid topic filter");
     expect_error("listener 1\nlistener 1\n", "already declared at line 1");
+    expect_error("listener 1\nmax_sessions -1\n", "not a non-negative integer");
+    expect_error("listener 1\nmax_sessions_per_company 100000001\n", "out of range");
+    expect_error("listener 1\nsession_expiry 1d\n", "bad.conf:2: session_expiry");
 }
 
 static void parses_telemetry_and_presence(void **state)
@@ -224,6 +235,24 @@ static void survives_allocation_failures(void **state)
     }
 }
 
+/* store_queue_limit: 64 MiB unless told; no value turns it off. */
+static void parses_store_queue_limit(void **state)
+{
+    (void)state;
+    gmq_config c;
+    assert_int_equal(gmq_config_parse("listener 1\n", "t", NULL, &c, err, sizeof(err)), 0);
+    assert_int_equal(c.store_queue_limit, 64u * 1024 * 1024);
+    gmq_config_free(&c);
+    assert_int_equal(gmq_config_parse("listener 1\nstore_queue_limit 1048576\n", "t", NULL, &c,
+                                      err, sizeof(err)),
+                     0);
+    assert_int_equal(c.store_queue_limit, 1048576);
+    gmq_config_free(&c);
+    expect_error("listener 1\nstore_queue_limit 0\n", "bad.conf:2: store_queue_limit: 0 is out of range");
+    expect_error("listener 1\nstore_queue_limit 65535\n", "out of range");
+    expect_error("listener 1\nstore_queue_limit 1M\n", "not a non-negative integer");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +268,7 @@ int main(void)
         cmocka_unit_test(load_reads_a_file),
         cmocka_unit_test(embedded_default_is_valid),
         cmocka_unit_test(survives_allocation_failures),
+        cmocka_unit_test(parses_store_queue_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

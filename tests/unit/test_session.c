@@ -10,8 +10,13 @@
 
 #include <cmocka.h>
 
+#include <ftw.h>
+#include <time.h>
+
 #include "broker/alloc.h"
 #include "broker/broker.h"
+#include "broker/persist.h"
+#include "store/store.h"
 
 static void count_match(void *subscriber, uint8_t qos, void *arg)
 {
@@ -216,6 +221,203 @@ static void allocation_failures_leave_session_consistent(void **state)
     free_fake_broker(b);
 }
 
+/* Persistent sessions count against the caps per namespace and in all;
+ * a session leaves the count when it ends, and a namespace whose last one
+ * ended leaves the map. */
+static void caps_count_persistent_sessions_per_company(void **state)
+{
+    (void)state;
+    broker *b = fake_broker();
+    gmq_config *cfg = (gmq_config *)b->cfg;
+    cfg->max_sessions = 4;
+    cfg->max_sessions_per_company = 2;
+    char why[256];
+    session *a1 = add_session(b, "acme/gw-1"), *a2 = add_session(b, "acme/gw-2");
+    assert_int_equal(session_track(a1), 0);
+    assert_false(session_cap_reached(b, "acme", why, sizeof(why)));
+    assert_int_equal(session_track(a2), 0);
+    assert_int_equal(session_track(a2), 0); /* once only */
+    assert_int_equal(b->persistent_sessions, 2);
+    assert_true(session_cap_reached(b, "acme", why, sizeof(why)));
+    assert_non_null(strstr(why, "company acme"));
+    assert_non_null(strstr(why, "max_sessions_per_company (2)"));
+    assert_false(session_cap_reached(b, "globex", why, sizeof(why)));
+    assert_false(session_cap_reached(b, NULL, why, sizeof(why)));
+    /* Sessions of no company are one namespace too. */
+    session *p1 = add_session(b, "/svc-1"), *p2 = add_session(b, "/svc-2");
+    assert_int_equal(session_track(p1), 0);
+    assert_int_equal(session_track(p2), 0);
+    assert_true(session_cap_reached(b, NULL, why, sizeof(why)));
+    /* The broker-wide cap applies to every company. */
+    assert_true(session_cap_reached(b, "globex", why, sizeof(why)));
+    assert_non_null(strstr(why, "max_sessions (4)"));
+    /* An untracked (clean) session counts for nothing. */
+    session *clean = add_session(b, "acme/tmp");
+    clean->clean = true;
+    session_destroy(clean);
+    assert_int_equal(b->persistent_sessions, 4);
+    session_destroy(a1);
+    assert_int_equal(b->persistent_sessions, 3);
+    assert_false(session_cap_reached(b, "acme", why, sizeof(why)));
+    assert_false(session_cap_reached(b, "globex", why, sizeof(why)));
+    session_destroy(a2);
+    session_destroy(p1);
+    session_destroy(p2);
+    assert_int_equal(b->persistent_sessions, 0);
+    assert_int_equal(b->company_sessions.count, 0);
+    strmap_free(&b->company_sessions);
+    free_fake_broker(b);
+}
+
+static void expect_offline_order(broker *b, const char *const *keys, size_t n)
+{
+    session *prev = NULL, *s = b->offline_head;
+    for (size_t i = 0; i < n; i++, prev = s, s = s->offline_next) {
+        assert_non_null(s);
+        assert_string_equal(s->key, keys[i]);
+        assert_ptr_equal(s->offline_prev, prev);
+    }
+    assert_null(s);
+    assert_ptr_equal(b->offline_tail, prev);
+}
+
+/* The offline list is kept oldest first (restored sessions are sorted once
+ * loaded), and the sweep discards only the sessions that are due, at most
+ * max per call. */
+static void expiry_discards_oldest_offline_sessions_first(void **state)
+{
+    (void)state;
+    broker *b = fake_broker();
+    ((gmq_config *)b->cfg)->session_expiry = 10;
+    static const int64_t since[] = {3000, 1000, 5000, 2000, 4000};
+    session *s[5];
+    char key[32];
+    b->loading = true; /* as when restoring: any order */
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "acme/s%d", i);
+        s[i] = add_session(b, key);
+        assert_int_equal(session_track(s[i]), 0);
+        session_offline_since(s[i], since[i]);
+    }
+    b->loading = false;
+    session_sort_offline(b);
+    expect_offline_order(b, (const char *const[]){"acme/s1", "acme/s3", "acme/s0", "acme/s4",
+                                                  "acme/s2"},
+                         5);
+    /* At 12.5 s, the sessions offline since 1 s and 2 s are due. */
+    assert_int_equal(session_expire(b, 12500, 100), 2);
+    assert_null(session_map_get(&b->sessions, "acme/s1", 7));
+    assert_null(session_map_get(&b->sessions, "acme/s3", 7));
+    assert_int_equal(b->stats.sessions_expired, 2);
+    assert_int_equal(b->persistent_sessions, 3);
+    /* A client that came back leaves the list and is never expired. */
+    session_came_online(s[0]);
+    expect_offline_order(b, (const char *const[]){"acme/s4", "acme/s2"}, 2);
+    assert_int_equal(session_expire(b, 100000, 1), 1); /* at most max */
+    expect_offline_order(b, (const char *const[]){"acme/s2"}, 1);
+    /* A wall clock stepped back does not break the order. */
+    session_offline_since(s[0], 4000);
+    expect_offline_order(b, (const char *const[]){"acme/s2", "acme/s0"}, 2);
+    assert_true(s[0]->offline_since == 5000);
+    assert_int_equal(session_expire(b, 14999, 100), 0);
+    assert_int_equal(session_expire(b, 15000, 100), 2);
+    assert_null(b->offline_head);
+    assert_int_equal(b->sessions.count, 0);
+    assert_int_equal(b->persistent_sessions, 0);
+    /* Expiry off: nothing is ever due. */
+    ((gmq_config *)b->cfg)->session_expiry = 0;
+    session *t = add_session(b, "/t");
+    session_offline_since(t, 1);
+    assert_int_equal(session_expire(b, INT64_MAX / 2, 100), 0);
+    session_destroy(t);
+    assert_null(b->offline_head);
+    strmap_free(&b->company_sessions);
+    free_fake_broker(b);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* A broker restoring the store at path, with session_expiry 1 h. */
+static broker *restored_broker(struct ev_loop *loop, gmq_config *cfg, const char *path)
+{
+    gmq_config_defaults(cfg);
+    cfg->session_expiry = 3600;
+    cfg->persistence_file = (char *)path;
+    broker *b = broker_new(loop, cfg);
+    assert_non_null(b);
+    assert_int_equal(persist_open(b), 0);
+    return b;
+}
+
+/* A stored offline time still to come (the clock was stepped back, or the
+ * database comes from another host) is restored as the time of the start,
+ * and written back so: kept, it would be the offline list's tail, every
+ * client leaving later would be dated after it, and none would expire
+ * before it. */
+static void restored_offline_time_in_the_future_counts_from_start(void **state)
+{
+    (void)state;
+    char dir[256], path[300], err[256];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, sizeof(dir), "%s/gatemq-sess-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/gatemq.db", dir);
+    int64_t t0 = wall_ms();
+    store *st = store_open(path, STORE_SYNC_NORMAL, err, sizeof(err));
+    assert_non_null(st);
+    assert_int_equal(store_put_session(st, "/future", t0 / 1000, PRINCIPAL_ANONYMOUS, NULL), 0);
+    assert_int_equal(store_put_session_offline(st, "/future", t0 + 86400000), 0); /* a day on */
+    assert_int_equal(store_put_session(st, "/past", t0 / 1000, PRINCIPAL_ANONYMOUS, NULL), 0);
+    assert_int_equal(store_put_session_offline(st, "/past", t0 - 5000), 0);
+    store_close(st); /* commits */
+
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    gmq_config cfg;
+    broker *b = restored_broker(loop, &cfg, path);
+    int64_t t1 = wall_ms();
+    session *future = session_map_get(&b->sessions, "/future", 7);
+    session *past = session_map_get(&b->sessions, "/past", 5);
+    assert_true(future && past);
+    assert_true(future->offline_since >= t0 && future->offline_since <= t1);
+    assert_int_equal(past->offline_since, t0 - 5000);
+    assert_ptr_equal(b->offline_head, past);
+    assert_ptr_equal(b->offline_tail, future);
+    broker_free(b); /* commits what the restore wrote */
+
+    /* Restored again: the stored time is the first start's, and a client
+     * leaving now is dated now, so all expire on time. */
+    b = restored_broker(loop, &cfg, path);
+    future = session_map_get(&b->sessions, "/future", 7);
+    assert_non_null(future);
+    assert_true(future->offline_since >= t0 && future->offline_since <= t1);
+    session *later = session_new(b, "/later", 6);
+    assert_non_null(later);
+    assert_int_equal(session_map_put(&b->sessions, later), 0);
+    assert_int_equal(session_track(later), 0);
+    int64_t t2 = wall_ms();
+    session_went_offline(later);
+    assert_true(later->offline_since >= t2 && later->offline_since <= wall_ms());
+    assert_ptr_equal(b->offline_tail, later);
+    assert_int_equal(session_expire(b, t2 + 3600000 + 1000, 100), 3);
+    assert_null(b->offline_head);
+    broker_free(b);
+    ev_loop_destroy(loop);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -226,6 +428,9 @@ int main(void)
         cmocka_unit_test(qos2_receipt_ids_are_a_set),
         cmocka_unit_test(offline_session_queues_up_to_the_limit),
         cmocka_unit_test(allocation_failures_leave_session_consistent),
+        cmocka_unit_test(caps_count_persistent_sessions_per_company),
+        cmocka_unit_test(expiry_discards_oldest_offline_sessions_first),
+        cmocka_unit_test(restored_offline_time_in_the_future_counts_from_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

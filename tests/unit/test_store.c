@@ -206,13 +206,16 @@ static int rec_retained(void *arg, const char *topic, size_t topic_len, const ui
 }
 
 static int rec_session(void *arg, const char *client_id, int64_t last_seen, int kind,
-                       const char *username)
+                       const char *username, int64_t offline_since)
 {
     if (kind || username)
-        rec_printf(arg, "session %s %lld kind %d user %s\n", client_id, (long long)last_seen, kind,
+        rec_printf(arg, "session %s %lld kind %d user %s", client_id, (long long)last_seen, kind,
                    username ? username : "-");
     else
-        rec_printf(arg, "session %s %lld\n", client_id, (long long)last_seen);
+        rec_printf(arg, "session %s %lld", client_id, (long long)last_seen);
+    if (offline_since)
+        rec_printf(arg, " offline %lld", (long long)offline_since);
+    rec_printf(arg, "\n");
     return rec_result(arg);
 }
 
@@ -326,7 +329,7 @@ static void open_creates_schema_and_user_version(void **state)
     store *s = open_store(f, STORE_SYNC_NORMAL);
     assert_non_null(s);
     store_close(s);
-    assert_int_equal(user_version(f->path), 3);
+    assert_int_equal(user_version(f->path), 4);
     sqlite3 *db;
     assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     static const char *const tables[] = {"messages",   "retained",      "sessions",
@@ -440,6 +443,64 @@ static void session_principal_round_trips(void **state)
     free(text);
 }
 
+/* When a session's client went away is kept (Unix ms), and cleared when
+ * the session is put again (its client is back); an offline time for a
+ * client id without a session row adds none. */
+static void session_offline_time_round_trips(void **state)
+{
+    fixture *f = *state;
+    commits c;
+    store *s = start_store(f, STORE_SYNC_NORMAL, &c);
+    assert_non_null(s);
+    assert_int_equal(store_put_session(s, "acme/gw-1", 7, 3, NULL), 0);
+    assert_int_equal(store_put_session_offline(s, "acme/gw-1", 1700000000123), 0);
+    assert_int_equal(store_put_session(s, "acme/gw-2", 8, 3, NULL), 0);
+    assert_int_equal(store_put_session_offline(s, "acme/gw-2", 1700000000456), 0);
+    assert_int_equal(store_put_session(s, "acme/gw-2", 9, 3, NULL), 0); /* back online */
+    assert_int_equal(store_put_session_offline(s, "acme/none", 5), 0);
+    commit_and_close(s, &c);
+    char *text = reload(f);
+    assert_string_equal(text, "session acme/gw-1 7 kind 3 user - offline 1700000000123\n"
+                              "session acme/gw-2 9 kind 3 user -\n");
+    free(text);
+}
+
+/* A database of schema version 3 (sessions without offline_since) is
+ * migrated to version 4 in place: its sessions load with no offline time,
+ * and one can be recorded afterwards. */
+static void version_3_database_is_migrated_forward(void **state)
+{
+    fixture *f = *state;
+    commits c;
+    store *s = start_store(f, STORE_SYNC_NORMAL, &c);
+    assert_non_null(s);
+    assert_int_equal(store_put_session(s, "acme/gw-1", 7, 3, NULL), 0);
+    assert_int_equal(store_put_subscription(s, "acme/gw-1", "acme/config/#", 1), 0);
+    commit_and_close(s, &c);
+    /* Back to exactly the version 3 schema. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "ALTER TABLE sessions DROP COLUMN offline_since;"
+                                  "PRAGMA user_version = 3;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(user_version(f->path), 3);
+    char *text = reload(f);
+    assert_string_equal(text, "session acme/gw-1 7 kind 3 user -\n  sub acme/gw-1 acme/config/# q1\n");
+    free(text);
+    assert_int_equal(user_version(f->path), 4);
+    s = start_store(f, STORE_SYNC_NORMAL, &c);
+    assert_non_null(s);
+    assert_int_equal(store_put_session_offline(s, "acme/gw-1", 42), 0);
+    commit_and_close(s, &c);
+    text = reload(f);
+    assert_string_equal(text,
+                        "session acme/gw-1 7 kind 3 user - offline 42\n  sub acme/gw-1 acme/config/# q1\n");
+    free(text);
+}
+
 /* A database written by schema version 1 is migrated forward in place and
  * keeps its rows; the sessions it holds have no recorded principal. */
 static void version_1_database_is_migrated_forward(void **state)
@@ -471,7 +532,7 @@ static void version_1_database_is_migrated_forward(void **state)
     char *text = reload(f);
     assert_string_equal(text, "session /old 5\n  sub /old a/# q1\n");
     free(text);
-    assert_int_equal(user_version(f->path), 3);
+    assert_int_equal(user_version(f->path), 4);
 }
 
 static void every_write_kind_round_trips_in_load_order(void **state)
@@ -869,7 +930,7 @@ static void corrupted_header_is_moved_aside_and_fresh_database_opens(void **stat
     assert_int_equal(fread(head, 1, sizeof(head), fp), sizeof(head));
     fclose(fp);
     assert_memory_equal(head, garbage, sizeof(head)); /* the old bytes, untouched */
-    assert_int_equal(user_version(f->path), 3);
+    assert_int_equal(user_version(f->path), 4);
     char *text = reload(f);
     assert_string_equal(text, "");
     free(text);
@@ -912,7 +973,7 @@ static void empty_file_is_initialised_as_a_new_database(void **state)
     store *s = open_store(f, STORE_SYNC_NORMAL);
     assert_non_null(s);
     store_close(s);
-    assert_int_equal(user_version(f->path), 3);
+    assert_int_equal(user_version(f->path), 4);
     assert_int_equal(count_corrupt_copies(f, NULL, 0), 0);
 }
 
@@ -1040,6 +1101,8 @@ int main(void)
         T(session_principal_round_trips),
         T(telemetry_tables_round_trip),
         T(version_1_database_is_migrated_forward),
+        T(session_offline_time_round_trips),
+        T(version_3_database_is_migrated_forward),
         T(reopen_keeps_data),
         T(every_write_kind_round_trips_in_load_order),
         T(payloads_round_trip_byte_exact),
