@@ -56,6 +56,19 @@ void au_pause_ms(long ms)
     }
 }
 
+void au_limit_asan_quarantine(int mb)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    const char *old = getenv("ASAN_OPTIONS");
+    char buf[2048];
+    snprintf(buf, sizeof buf, "quarantine_size_mb=%d%s%s", mb, old && *old ? ":" : "",
+             old ? old : "");
+    setenv("ASAN_OPTIONS", buf, 1);
+#else
+    (void)mb;
+#endif
+}
+
 /* ---- /proc ---------------------------------------------------------------- */
 
 long au_status_kb(pid_t pid, const char *key)
@@ -234,6 +247,27 @@ bool au_sock_send_all(int fd, const void *p, size_t n, int timeout_ms)
     return true;
 }
 
+bool au_sock_read_exact(int fd, uint8_t *buf, size_t n, int timeout_ms)
+{
+    long deadline = it_now_ms() + timeout_ms;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = recv(fd, buf + got, n - got, MSG_DONTWAIT);
+        if (r > 0) {
+            got += (size_t)r;
+            continue;
+        }
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            return false;
+        long left = deadline - it_now_ms();
+        if (left <= 0)
+            return false;
+        struct pollfd pfd = { fd, POLLIN, 0 };
+        poll(&pfd, 1, (int)left);
+    }
+    return true;
+}
+
 int au_sock_drain(int fd, size_t *got)
 {
     uint8_t buf[65536];
@@ -264,6 +298,42 @@ long au_sock_wait_closed(int fd, int timeout_ms)
         struct pollfd pfd = { fd, POLLIN, 0 };
         poll(&pfd, 1, (int)left);
     }
+}
+
+/* ---- probes through the harness client ------------------------------------------ */
+
+long au__roundtrip(it_conn *pub, it_conn *sub, const char *topic)
+{
+    static unsigned n;
+    char payload[48];
+    snprintf(payload, sizeof payload, "bystander-%u", n++);
+    long t0 = it_now_ms();
+    it_publish_str(pub, topic, payload, 1, false);
+    it_expect_publish(sub, topic, payload, 1, false);
+    return it_now_ms() - t0;
+}
+
+unsigned long long au__sys_value(it_broker *b, const char *topic)
+{
+    static unsigned n;
+    char id[32];
+    snprintf(id, sizeof id, "sys-watch-%u", n++);
+    it_conn *w = it_client(it_broker_port(b), id, true);
+    it_subscribe(w, topic, 0);
+    mqtt_publish p;
+    it_recv_publish(w, &p, IT_TIMEOUT * au_slow());
+    if (!p.retain)
+        it_fail("first %s message is not the retained one", topic);
+    it_recv_publish(w, &p, IT_TIMEOUT * au_slow());
+    if (p.retain || !it_span_eq(p.topic, topic))
+        it_fail("expected a live update of %s", topic);
+    char text[32];
+    size_t len = p.payload.len < sizeof text - 1 ? p.payload.len : sizeof text - 1;
+    memcpy(text, p.payload.ptr, len);
+    text[len] = '\0';
+    unsigned long long v = strtoull(text, NULL, 10);
+    it_disconnect(w);
+    return v;
 }
 
 /* ---- TLS ------------------------------------------------------------------------ */

@@ -14,7 +14,10 @@
  *    (the tenant_util client fails on unexpected packets, which random
  *    traffic produces on purpose);
  *  - a genuine TLS ClientHello, to trickle into a TLS listener;
- *  - a deterministic random generator (fixed seed: a failure replays).
+ *  - a deterministic random generator (fixed seed: a failure replays);
+ *  - probes shared with the store backpressure tests (it_backpressure.c):
+ *    a bystanders' round trip, the current value of a $SYS counter, and a
+ *    smaller ASan quarantine for the brokers a program starts.
  *
  * Sockets and TLS clients are registered: au_teardown (the per-test
  * teardown of AU_TEST) closes what a failed test left open, then runs the
@@ -43,6 +46,14 @@ int au_mem_factor(void);
 /* Sleep ms: only inside loops that poll a condition up to a deadline, or
  * to pace an attack (a byte every 500 ms). */
 void au_pause_ms(long ms);
+
+/* In the sanitizer build ASan keeps up to 256 MB of freed blocks in
+ * quarantine (to catch use after free), which would show as broker growth
+ * in every memory bound. Gives the brokers this program starts from now on
+ * a quarantine of mb MB instead: still a use-after-free detector, no longer
+ * a memory hog. Only children read the changed environment; options given
+ * later win, so the caller's ASAN_OPTIONS stay. Does nothing without ASan. */
+void au_limit_asan_quarantine(int mb);
 
 /* ---- /proc ---------------------------------------------------------------- */
 
@@ -82,6 +93,8 @@ bool au_sock_send(int fd, const void *p, size_t n);
 /* Send all n bytes, waiting for room up to timeout_ms; false if the peer
  * closed, reset, or the deadline passed. */
 bool au_sock_send_all(int fd, const void *p, size_t n, int timeout_ms);
+/* Read exactly n bytes before the deadline; false on close or timeout. */
+bool au_sock_read_exact(int fd, uint8_t *buf, size_t n, int timeout_ms);
 /* Read and discard what has arrived. Returns 1 when the peer has closed
  * (EOF or reset), 0 while it is open. *got (may be NULL) is increased by
  * the bytes read. */
@@ -89,6 +102,19 @@ int au_sock_drain(int fd, size_t *got);
 /* Wait until the peer closes, reading and discarding what arrives; the
  * elapsed ms, or -1 at the deadline. */
 long au_sock_wait_closed(int fd, int timeout_ms);
+
+/* ---- probes through the harness client --------------------------------------- */
+
+/* A QoS 1 publish round trip on topic between two bystanders (pub's
+ * message must reach sub, which subscribed to topic); its duration in ms. */
+long au__roundtrip(it_conn *pub, it_conn *sub, const char *topic);
+#define au_roundtrip(pub, sub, topic) IT__AT(au__roundtrip(pub, sub, topic))
+/* The current value of a numeric $SYS topic: a fresh client subscribes,
+ * skips the retained copy (possibly older than what the caller did) and
+ * takes the next periodic update, which the broker published after
+ * everything the caller waited for. Needs a small sys_interval. */
+unsigned long long au__sys_value(it_broker *b, const char *topic);
+#define au_sys_value(b, topic) IT__AT(au__sys_value(b, topic))
 
 /* ---- TLS clients ----------------------------------------------------------- */
 

@@ -73,29 +73,6 @@ static uint8_t *connect_bytes(const char *id, bool clean, uint16_t ka, size_t *n
     return buf;
 }
 
-/* Read exactly n bytes from a non-blocking socket before the deadline;
- * false on close or timeout. */
-static bool sock_read_exact(int fd, uint8_t *buf, size_t n, int timeout_ms)
-{
-    long deadline = it_now_ms() + timeout_ms;
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = recv(fd, buf + got, n - got, MSG_DONTWAIT);
-        if (r > 0) {
-            got += (size_t)r;
-            continue;
-        }
-        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-            return false;
-        long left = deadline - it_now_ms();
-        if (left <= 0)
-            return false;
-        struct pollfd pfd = { fd, POLLIN, 0 };
-        poll(&pfd, 1, (int)left);
-    }
-    return true;
-}
-
 /* A raw-socket client: CONNECT (clean, keep alive 0) and SUBSCRIBE filter
  * at qos, with the exact CONNACK and SUBACK checked. */
 static int sock_client(uint16_t port, const char *id, const char *filter, uint8_t qos,
@@ -108,7 +85,7 @@ static int sock_client(uint16_t port, const char *id, const char *filter, uint8_
     free(c);
     uint8_t ack[5];
     static const uint8_t connack[4] = { 0x20, 0x02, 0x00, 0x00 };
-    if (!ok || !sock_read_exact(fd, ack, 4, SLOW(IT_TIMEOUT)) || memcmp(ack, connack, 4) != 0)
+    if (!ok || !au_sock_read_exact(fd, ack, 4, SLOW(IT_TIMEOUT)) || memcmp(ack, connack, 4) != 0)
         it_fail("raw client %s: no CONNACK 0", id);
     if (filter) {
         mqtt_span f = sp(filter);
@@ -116,49 +93,10 @@ static int sock_client(uint16_t port, const char *id, const char *filter, uint8_
         n = mqtt_encode_subscribe(sub, sizeof sub, 1, &f, &qos, 1);
         uint8_t suback[5] = { 0x90, 0x03, 0x00, 0x01, qos };
         if (!au_sock_send_all(fd, sub, n, SLOW(IT_TIMEOUT)) ||
-            !sock_read_exact(fd, ack, 5, SLOW(IT_TIMEOUT)) || memcmp(ack, suback, 5) != 0)
+            !au_sock_read_exact(fd, ack, 5, SLOW(IT_TIMEOUT)) || memcmp(ack, suback, 5) != 0)
             it_fail("raw client %s: no SUBACK for %s", id, filter);
     }
     return fd;
-}
-
-/* A publish round trip between two bystanders; returns its duration. */
-static long roundtrip(it_conn *pub, it_conn *sub, const char *topic)
-{
-    static unsigned n;
-    char payload[48];
-    snprintf(payload, sizeof payload, "bystander-%u", n++);
-    long t0 = it_now_ms();
-    it_publish_str(pub, topic, payload, 1, false);
-    it_expect_publish(sub, topic, payload, 1, false);
-    return it_now_ms() - t0;
-}
-
-/* The current value of a numeric $SYS topic: a fresh client subscribes,
- * skips the retained copy (possibly older than what the caller did) and
- * takes the next periodic update, which the broker published after
- * everything the caller waited for. Needs a small sys_interval. */
-static unsigned long long sys_value(it_broker *b, const char *topic)
-{
-    static unsigned n;
-    char id[32];
-    snprintf(id, sizeof id, "sys-watch-%u", n++);
-    it_conn *w = it_client(it_broker_port(b), id, true);
-    it_subscribe(w, topic, 0);
-    mqtt_publish p;
-    it_recv_publish(w, &p, SLOW(IT_TIMEOUT));
-    if (!p.retain)
-        it_fail("first %s message is not the retained one", topic);
-    it_recv_publish(w, &p, SLOW(IT_TIMEOUT));
-    if (p.retain || !it_span_eq(p.topic, topic))
-        it_fail("expected a live update of %s", topic);
-    char text[32];
-    size_t len = p.payload.len < sizeof text - 1 ? p.payload.len : sizeof text - 1;
-    memcpy(text, p.payload.ptr, len);
-    text[len] = '\0';
-    unsigned long long v = strtoull(text, NULL, 10);
-    it_disconnect(w);
-    return v;
 }
 
 /* Wait until the broker holds exactly want descriptors (connections being
@@ -186,7 +124,7 @@ static void test_100mb_remaining_length_after_connect_closed_memory_bounded(void
     it_conn *sub = it_client(port, "by-sub", true);
     it_subscribe(sub, "by/t", 1);
     it_conn *pub = it_client(port, "by-pub", true);
-    roundtrip(pub, sub, "by/t");
+    au_roundtrip(pub, sub, "by/t");
     long base = it_broker_rss_kb(b);
 
     it_conn *bad = it_client(port, "liar", true);
@@ -207,7 +145,7 @@ static void test_100mb_remaining_length_after_connect_closed_memory_bounded(void
     print_message("  body bytes the kernel took before the close: %zu\n", sent);
     it_close(bad);
 
-    roundtrip(pub, sub, "by/t");
+    au_roundtrip(pub, sub, "by/t");
     it_assert_serving(b);
     check_growth(b, base, 20, "100 MB announced after CONNECT");
     it_broker_stop(b);
@@ -225,7 +163,7 @@ static void test_100mb_announced_within_limit_costs_only_bytes_received(void **s
     it_conn *sub = it_client(port, "by-sub", true);
     it_subscribe(sub, "by/t", 1);
     it_conn *pub = it_client(port, "by-pub", true);
-    roundtrip(pub, sub, "by/t");
+    au_roundtrip(pub, sub, "by/t");
     long base = it_broker_rss_kb(b);
 
     enum { N = 10 };
@@ -241,7 +179,7 @@ static void test_100mb_announced_within_limit_costs_only_bytes_received(void **s
         for (int k = 0; k < 16; k++) /* 1 MiB of the announced 100 */
             it_send(bad[i], chunk, sizeof chunk);
     }
-    roundtrip(pub, sub, "by/t");
+    au_roundtrip(pub, sub, "by/t");
     /* 10 x 1 MiB received: the buffers hold what arrived, not 10 x 100 MB. */
     check_growth(b, base, 40, "10 peers announcing 100 MB, sending 1 MiB each");
     for (int i = 0; i < N; i++)
@@ -354,7 +292,7 @@ typedef struct plain_by {
 static long plain_bystander(void *ctx)
 {
     plain_by *p = ctx;
-    return roundtrip(p->pub, p->sub, "by/t");
+    return au_roundtrip(p->pub, p->sub, "by/t");
 }
 
 typedef struct tls_by {
@@ -540,8 +478,8 @@ static void test_connection_flood_beyond_max_connections_refused_then_recovered(
     it_conn *sub = it_client(port, "by-sub", true);
     it_subscribe(sub, "by/t", 1);
     it_conn *pub = it_client(port, "by-pub", true);
-    roundtrip(pub, sub, "by/t");
-    unsigned long long refused0 = sys_value(b, "$SYS/broker/connections/refused");
+    au_roundtrip(pub, sub, "by/t");
+    unsigned long long refused0 = au_sys_value(b, "$SYS/broker/connections/refused");
     int fds0 = au_fd_count(it_broker_pid(b));
 
     enum { FLOOD = 200 };
@@ -570,7 +508,7 @@ static void test_connection_flood_beyond_max_connections_refused_then_recovered(
         it_fail("flood: %d served, %d refused; expected 48 and %d", accepted, refused,
                 FLOOD - 48);
     /* At the limit: the bystanders are served, a newcomer is refused. */
-    roundtrip(pub, sub, "by/t");
+    au_roundtrip(pub, sub, "by/t");
     int extra = au_sock(port, 0);
     size_t n;
     uint8_t *c = connect_bytes("extra", true, 0, &n);
@@ -584,8 +522,8 @@ static void test_connection_flood_beyond_max_connections_refused_then_recovered(
         au_sock_close(fd[i]);
     await_fd_count(b, fds0, SLOW(IT_TIMEOUT));
     it_assert_serving(b);
-    roundtrip(pub, sub, "by/t");
-    unsigned long long refused1 = sys_value(b, "$SYS/broker/connections/refused");
+    au_roundtrip(pub, sub, "by/t");
+    unsigned long long refused1 = au_sys_value(b, "$SYS/broker/connections/refused");
     if (refused1 - refused0 != (unsigned long long)(FLOOD - 48 + 1))
         it_fail("$SYS/broker/connections/refused grew by %llu; expected %d", refused1 - refused0,
                 FLOOD - 48 + 1);
@@ -612,7 +550,7 @@ static void test_fd_exhaustion_flood_keeps_serving_without_spinning(void **state
     it_conn *sub = it_client(port, "by-sub", true);
     it_subscribe(sub, "by/t", 1);
     it_conn *pub = it_client(port, "by-pub", true);
-    roundtrip(pub, sub, "by/t");
+    au_roundtrip(pub, sub, "by/t");
     int fds0 = au_fd_count(it_broker_pid(b));
 
     enum { FLOOD = 150 };
@@ -625,7 +563,7 @@ static void test_fd_exhaustion_flood_keeps_serving_without_spinning(void **state
     long log0 = au_log_bytes(it_broker_pid(b));
     long t0 = it_now_ms();
     for (int i = 0; i < 4; i++)
-        roundtrip(pub, sub, "by/t");
+        au_roundtrip(pub, sub, "by/t");
     au_pause_ms(1000); /* bounded window: what the broker does while saturated */
     long window = it_now_ms() - t0;
     long cpu = au_cpu_ms(it_broker_pid(b)) - cpu0;
@@ -699,13 +637,13 @@ static void test_non_reading_subscriber_queue_bounded_by_max_queued_messages(voi
     it_conn *fast = it_client(port, "fast", true);
     it_subscribe(fast, "flood/#", 1);
     it_conn *pub = it_client(port, "flood-pub", true);
-    unsigned long long d0 = sys_value(b, "$SYS/broker/messages/dropped");
+    unsigned long long d0 = au_sys_value(b, "$SYS/broker/messages/dropped");
     long base = it_broker_rss_kb(b);
 
     enum { N0 = 1600, N1 = 400 };
     flood_qos0(pub, fast, N0);
     it_ping(pub);
-    unsigned long long d1 = sys_value(b, "$SYS/broker/messages/dropped");
+    unsigned long long d1 = au_sys_value(b, "$SYS/broker/messages/dropped");
     print_message("  QoS 0: %d x 64 KiB sent, %llu dropped for the non-reader\n", N0, d1 - d0);
     /* At most 4 MiB + one message of output and the kernel's buffers
      * (a few MB) reached the non-reader: most of 100 MB was dropped. */
@@ -715,7 +653,7 @@ static void test_non_reading_subscriber_queue_bounded_by_max_queued_messages(voi
     check_growth(b, base, 40, "100 MB of QoS 0 towards a non-reader");
 
     flood_qos1(pub, fast, N1);
-    unsigned long long d2 = sys_value(b, "$SYS/broker/messages/dropped");
+    unsigned long long d2 = au_sys_value(b, "$SYS/broker/messages/dropped");
     print_message("  QoS 1: %d x 64 KiB sent, %llu dropped for the non-reader\n", N1, d2 - d1);
     if (d2 - d1 != (unsigned long long)(N1 - 20 - 100))
         it_fail("QoS 1 towards the non-reader: %llu dropped, expected %d (20 in flight, 100 "
@@ -741,12 +679,12 @@ static void test_non_reading_subscriber_queue_bounded_by_max_queued_bytes(void *
     it_conn *fast = it_client(port, "fast", true);
     it_subscribe(fast, "flood/#", 1);
     it_conn *pub = it_client(port, "flood-pub", true);
-    unsigned long long d0 = sys_value(b, "$SYS/broker/messages/dropped");
+    unsigned long long d0 = au_sys_value(b, "$SYS/broker/messages/dropped");
     long base = it_broker_rss_kb(b);
 
     enum { N1 = 300 };
     flood_qos1(pub, fast, N1);
-    unsigned long long d1 = sys_value(b, "$SYS/broker/messages/dropped");
+    unsigned long long d1 = au_sys_value(b, "$SYS/broker/messages/dropped");
     print_message("  QoS 1: %d x 64 KiB sent, %llu dropped for the non-reader\n", N1, d1 - d0);
     if (d1 - d0 != (unsigned long long)(N1 - 20 - 16))
         it_fail("QoS 1 towards the non-reader: %llu dropped, expected %d (20 in flight, 16 x "
@@ -840,7 +778,7 @@ static void test_20000_subscriptions_of_one_client_still_route(void **state)
         long ms = sub_many(many, f + i, PER, &qos1, SLOW(30000));
         if (ms > worst)
             worst = ms;
-        roundtrip(pub, by_sub, "by/t");
+        au_roundtrip(pub, by_sub, "by/t");
     }
     print_message("  slowest SUBSCRIBE of %d filters: %ld ms\n", PER, worst);
     check_growth(b, base, 30, "20 000 subscriptions");
@@ -1268,7 +1206,7 @@ static void test_random_bytes_and_packets_on_plain_listener_closed(void **state)
                     slowest = ms;
                 au_sock_close(fd[i]);
             }
-            roundtrip(pub, sub, "by/t");
+            au_roundtrip(pub, sub, "by/t");
         }
     }
     print_message("  %d garbage and %d random-sequence connections closed; slowest close %ld "
@@ -1703,26 +1641,11 @@ static void test_qos2_subscriber_lost_before_pubcomp_across_restart(void **s)
     sub_flow(true, 2, BEFORE_PUBCOMP);
 }
 
-/* In the sanitizer build ASan keeps up to 256 MB of freed blocks in
- * quarantine (to catch use after free), which would show as broker growth in
- * every memory bound above (a TLS handshake alone frees two 16 KiB record
- * buffers). The brokers this program starts get a 16 MB quarantine: still a
- * use-after-free detector, no longer a memory hog. Only children read the
- * changed environment; options given later win, so the caller's stay. */
-static void limit_asan_quarantine(void)
-{
-#if defined(__SANITIZE_ADDRESS__)
-    const char *old = getenv("ASAN_OPTIONS");
-    char buf[2048];
-    snprintf(buf, sizeof buf, "quarantine_size_mb=16%s%s", old && *old ? ":" : "",
-             old ? old : "");
-    setenv("ASAN_OPTIONS", buf, 1);
-#endif
-}
-
 int main(void)
 {
-    limit_asan_quarantine();
+    /* A TLS handshake alone frees two 16 KiB record buffers: with ASan's
+     * default quarantine every memory bound here would fail. */
+    au_limit_asan_quarantine(16);
     const struct CMUnitTest tests[] = {
         AU_TEST(test_100mb_remaining_length_after_connect_closed_memory_bounded),
         AU_TEST(test_100mb_announced_within_limit_costs_only_bytes_received),

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "harness.h"
+#include "tenant_util.h"
 
 static const char acl_v1[] =
     "company acme\n"
@@ -82,24 +83,12 @@ static const char acl_v4[] =
 
 static char *passwd_path;
 
-/* A password file per test (temp files go with the test): gatemq-passwd
- * with few iterations so logins stay fast under the sanitizer build. */
+/* A password file per test (temp files go with the test). */
 static void make_passwords(void)
 {
-    const char *build = getenv("GATEMQ_BUILD");
-    char tool[512];
-    snprintf(tool, sizeof tool, "%s/gatemq-passwd", build ? build : "build");
+    static const char *const users[] = {"alice", "bob", "carol", "ingest"};
     free(passwd_path);
-    passwd_path = it_temp_file("passwd", "");
-    const char *users[] = {"alice", "bob", "carol", "ingest"};
-    for (size_t i = 0; i < 4; i++) {
-        const char *argv[] = {tool, "-I", "1000", "-b", passwd_path, users[i], "pw", NULL};
-        char *out = NULL;
-        int rc = it_run(argv, IT_TIMEOUT, &out);
-        if (rc != 0)
-            it_fail("gatemq-passwd failed (%d): %s", rc, out ? out : "");
-        free(out);
-    }
+    passwd_path = tn_passwd_file(users, 4, "pw");
 }
 
 static char *acl_path;
@@ -160,23 +149,7 @@ static void reload(it_broker *b, const char *expect)
 static it_conn *login_session(it_broker *b, const char *user, const char *client_id,
                               bool persistent, bool sp, uint8_t rc)
 {
-    it_conn *c = it_connect(it_broker_port(b));
-    mqtt_connect m = {
-        .protocol_name = {(const uint8_t *)"MQTT", 4},
-        .protocol_level = 4,
-        .clean_session = !persistent,
-        .client_id = {(const uint8_t *)client_id, strlen(client_id)},
-        .has_username = true,
-        .username = {(const uint8_t *)user, strlen(user)},
-        .has_password = true,
-        .password = {(const uint8_t *)"pw", 2},
-    };
-    uint8_t buf[256];
-    size_t n = mqtt_encode_connect(buf, sizeof buf, &m);
-    it_send(c, buf, n);
-    uint8_t connack[4] = {0x20, 0x02, sp, rc};
-    it_expect_bytes(c, connack, sizeof connack, IT_TIMEOUT);
-    return c;
+    return tn_login(it_broker_port(b), user, "pw", client_id, !persistent, sp, rc);
 }
 
 /* CONNECT with user name and password; expect CONNACK with rc. */

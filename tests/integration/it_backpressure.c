@@ -29,14 +29,19 @@
 #define MB (1024L)                  /* kB per MiB, for the /proc figures */
 #define SLOW(ms) ((ms) * au_slow()) /* a deadline, stretched under valgrind */
 
+/* The ASan quarantine of the brokers started here (main sets it): still a
+ * use-after-free detector, and the memory bound allows for it. */
 #if defined(__SANITIZE_ADDRESS__)
-#define ASAN_QUARANTINE_MB 8 /* see limit_asan_quarantine */
+#define ASAN_QUARANTINE_MB 8
 #else
 #define ASAN_QUARANTINE_MB 0
 #endif
 
 #define PAYLOAD (64 * 1024)
 #define TOPICS 16 /* the flood cycles over these, so retained memory stays small */
+/* The bystanders' round trips (clean sessions, not retained): nothing for
+ * the store. */
+#define LIVE "live/check"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -74,29 +79,6 @@ static void flood_topic(char *buf, size_t n, unsigned i)
     snprintf(buf, n, "flood/%u", i % TOPICS);
 }
 
-/* Read exactly n bytes from a non-blocking socket; false on close or at the
- * deadline. */
-static bool sock_read_exact(int fd, uint8_t *buf, size_t n, int timeout_ms)
-{
-    long deadline = it_now_ms() + timeout_ms;
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = recv(fd, buf + got, n - got, MSG_DONTWAIT);
-        if (r > 0) {
-            got += (size_t)r;
-            continue;
-        }
-        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-            return false;
-        long left = deadline - it_now_ms();
-        if (left <= 0)
-            return false;
-        struct pollfd pfd = { fd, POLLIN, 0 };
-        poll(&pfd, 1, (int)left);
-    }
-    return true;
-}
-
 /* A raw flooding client on a non-blocking socket, so the test can see the
  * broker stop reading it and serve others meanwhile. */
 typedef struct flooder {
@@ -128,7 +110,7 @@ static flooder *flooder_open(uint16_t port, const char *id, uint16_t keepalive, 
     uint8_t ack[4];
     static const uint8_t connack[4] = { 0x20, 0x02, 0x00, 0x00 };
     if (!au_sock_send_all(f->fd, buf, n, SLOW(IT_TIMEOUT)) ||
-        !sock_read_exact(f->fd, ack, 4, SLOW(IT_TIMEOUT)) || memcmp(ack, connack, 4) != 0)
+        !au_sock_read_exact(f->fd, ack, 4, SLOW(IT_TIMEOUT)) || memcmp(ack, connack, 4) != 0)
         it_fail("flooder %s: no CONNACK 0", id);
     return f;
 }
@@ -194,7 +176,7 @@ static void flooder_barrier(flooder *f, int timeout_ms)
     free(pkt);
     uint8_t ack[4];
     static const uint8_t puback[4] = { 0x40, 0x02, 0x00, 0x01 };
-    if (!ok || !sock_read_exact(f->fd, ack, 4, timeout_ms) || memcmp(ack, puback, 4) != 0)
+    if (!ok || !au_sock_read_exact(f->fd, ack, 4, timeout_ms) || memcmp(ack, puback, 4) != 0)
         it_fail("flooder: no PUBACK for the retained QoS 1 after the flood");
 }
 
@@ -206,45 +188,8 @@ static void flooder_ping(flooder *f, int timeout_ms)
     static const uint8_t pingresp[2] = { 0xd0, 0x00 };
     uint8_t got[2];
     if (!au_sock_send_all(f->fd, pingreq, 2, timeout_ms) ||
-        !sock_read_exact(f->fd, got, 2, timeout_ms) || memcmp(got, pingresp, 2) != 0)
+        !au_sock_read_exact(f->fd, got, 2, timeout_ms) || memcmp(got, pingresp, 2) != 0)
         it_fail("flooder: no PINGRESP after the flood (closed, or never read again?)");
-}
-
-/* A publish round trip between two bystanders (clean sessions, a topic
- * nobody retains: nothing for the store); returns its duration in ms. */
-static long roundtrip(it_conn *pub, it_conn *sub)
-{
-    static unsigned n;
-    char payload[48];
-    snprintf(payload, sizeof payload, "bystander-%u", n++);
-    long t0 = it_now_ms();
-    it_publish_str(pub, "live/check", payload, 1, false);
-    it_expect_publish(sub, "live/check", payload, 1, false);
-    return it_now_ms() - t0;
-}
-
-/* The current value of a numeric $SYS topic: the next periodic update
- * after the retained copy (needs a small sys_interval). */
-static unsigned long long sys_value(it_broker *b, const char *topic)
-{
-    static unsigned n;
-    char id[32];
-    snprintf(id, sizeof id, "sys-watch-%u", n++);
-    it_conn *w = it_client(it_broker_port(b), id, true);
-    it_subscribe(w, topic, 0);
-    mqtt_publish p;
-    it_recv_publish(w, &p, SLOW(IT_TIMEOUT));
-    if (!p.retain)
-        it_fail("first %s message is not the retained one", topic);
-    it_recv_publish(w, &p, SLOW(IT_TIMEOUT));
-    if (p.retain || !it_span_eq(p.topic, topic))
-        it_fail("expected a live update of %s", topic);
-    char text[32];
-    size_t len = p.payload.len < sizeof text - 1 ? p.payload.len : sizeof text - 1;
-    memcpy(text, p.payload.ptr, len);
-    text[len] = '\0';
-    it_disconnect(w);
-    return strtoull(text, NULL, 10);
 }
 
 /* Every flood topic holds, retained, the last message sent to it, byte
@@ -302,7 +247,7 @@ static void test_retained_qos0_flood_bounded_by_store_queue_limit(void **state)
     it_conn *sub = it_client(port, "bystander-sub", true);
     it_subscribe(sub, "live/#", 1);
     it_conn *pub = it_client(port, "bystander-pub", true);
-    roundtrip(pub, sub);
+    au_roundtrip(pub, sub, LIVE);
     long base = it_broker_rss_kb(b);
 
     flooder *f = flooder_open(port, "flooder", 0, TOTAL);
@@ -315,7 +260,7 @@ static void test_retained_qos0_flood_bounded_by_store_queue_limit(void **state)
             break;
         /* The flooder's socket is full: the broker is not reading it. Others
          * must be served meanwhile. */
-        long rt = roundtrip(pub, sub);
+        long rt = au_roundtrip(pub, sub, LIVE);
         worst = rt > worst ? rt : worst;
         rounds_pushed_back++;
         if (it_now_ms() > deadline)
@@ -342,16 +287,16 @@ static void test_retained_qos0_flood_bounded_by_store_queue_limit(void **state)
         it_fail("only %u bystander round trips while the flooder was pushed back",
                 rounds_pushed_back);
 
-    unsigned long long pauses = sys_value(b, "$SYS/broker/store/pauses");
+    unsigned long long pauses = au_sys_value(b, "$SYS/broker/store/pauses");
     if (pauses == 0)
         it_fail("$SYS/broker/store/pauses is 0 after the flood");
-    unsigned long long queued = sys_value(b, "$SYS/broker/store/queued_bytes");
+    unsigned long long queued = au_sys_value(b, "$SYS/broker/store/queued_bytes");
     if (queued != 0)
         it_fail("$SYS/broker/store/queued_bytes is %llu after the last commit", queued);
     print_message("  $SYS/broker/store/pauses %llu\n", pauses);
 
     check_retained(b, TOTAL, true);
-    roundtrip(pub, sub);
+    au_roundtrip(pub, sub, LIVE);
     flooder_close(f);
     it_close(pub);
     it_close(sub);
@@ -464,24 +409,9 @@ static void test_client_taken_over_while_paused_for_store(void **state)
     it_broker_stop(b);
 }
 
-/* In the sanitizer build ASan keeps up to 256 MB of freed blocks in
- * quarantine, which would count as broker growth: the brokers started here
- * get ASAN_QUARANTINE_MB (still a use-after-free detector), which the memory
- * bound allows for. As in it_abuse. */
-static void limit_asan_quarantine(void)
-{
-#if defined(__SANITIZE_ADDRESS__)
-    const char *old = getenv("ASAN_OPTIONS");
-    char buf[2048];
-    snprintf(buf, sizeof buf, "quarantine_size_mb=%d%s%s", ASAN_QUARANTINE_MB,
-             old && *old ? ":" : "", old ? old : "");
-    setenv("ASAN_OPTIONS", buf, 1);
-#endif
-}
-
 int main(void)
 {
-    limit_asan_quarantine();
+    au_limit_asan_quarantine(ASAN_QUARANTINE_MB);
     const struct CMUnitTest tests[] = {
         AU_TEST(test_retained_qos0_flood_bounded_by_store_queue_limit),
         AU_TEST(test_keepalive_spares_client_paused_for_store),

@@ -92,8 +92,9 @@ static thread_cpu read_threads(const it_broker *b)
     return t;
 }
 
-/* n full handshakes + CONNECT/CONNACK, c at a time; all must succeed. */
-static void run_storm(uint16_t port, const char *ca, int n, int c)
+/* Start n full handshakes + CONNECT/CONNACK, c at a time, against the TLS
+ * listener at port; the generator fails unless all succeed. */
+static it_proc *spawn_storm(uint16_t port, const char *ca, int n, int c)
 {
     char nbuf[16], cbuf[16], pbuf[16];
     snprintf(nbuf, sizeof nbuf, "%d", n);
@@ -101,11 +102,34 @@ static void run_storm(uint16_t port, const char *ca, int n, int c)
     snprintf(pbuf, sizeof pbuf, "%u", port);
     const char *argv[] = {bench_bin(), "-p", pbuf, "--tls", "--cafile", ca, "--servername",
                           "localhost", "--handshakes", nbuf, "-c", cbuf, NULL};
-    char *out = NULL;
-    int rc = it_run(argv, 120000, &out);
+    return it_spawn(argv);
+}
+
+/* Wait for a storm to end; every handshake of it must have succeeded. */
+static void wait_storm(it_proc *storm)
+{
+    int rc = it_proc_wait(storm, 120000);
     if (rc != 0)
-        it_fail("gatemq-bench --handshakes %d -c %d exited %d:\n%s", n, c, rc, out);
-    free(out);
+        it_fail("the storm (gatemq-bench --handshakes) exited %d:\n%s", rc,
+                it_proc_output(storm));
+    it_proc_free(storm);
+}
+
+/* A broker with tls_handshake_threads threads (all of them running), and
+ * the threads' CPU before and after n full handshakes, 8 at a time. */
+static it_broker *storm_on_threads(int threads, int n, thread_cpu *before, thread_cpu *after)
+{
+    tu_tls m;
+    uint16_t port;
+    char global[64];
+    tu_fmt(global, sizeof global, "tls_handshake_threads %d", threads);
+    it_broker *b = anon_broker(&m, &port, global);
+    *before = read_threads(b);
+    if (before->hs_threads != threads)
+        it_fail("%d gatemq-tls threads, expected %d", before->hs_threads, threads);
+    wait_storm(spawn_storm(port, m.ca, n, 8));
+    *after = read_threads(b);
+    return b;
 }
 
 /* ---- tests ------------------------------------------------------------------ */
@@ -115,14 +139,8 @@ static void run_storm(uint16_t port, const char *ca, int n, int c)
  * loop thread (which only accepts, reads CONNECT and answers). */
 static void test_full_handshakes_run_on_handshake_threads(void **state)
 {
-    tu_tls m;
-    uint16_t port;
-    it_broker *b = anon_broker(&m, &port, "tls_handshake_threads 2");
-    thread_cpu before = read_threads(b);
-    if (before.hs_threads != 2)
-        it_fail("%d gatemq-tls threads, expected 2", before.hs_threads);
-    run_storm(port, m.ca, 60, 8);
-    thread_cpu after = read_threads(b);
+    thread_cpu before, after;
+    it_broker *b = storm_on_threads(2, 60, &before, &after);
     long hs = after.hs_ticks - before.hs_ticks;
     long loop = after.loop_ticks - before.loop_ticks;
     if (hs <= 0 || hs <= loop)
@@ -137,14 +155,8 @@ static void test_full_handshakes_run_on_handshake_threads(void **state)
  * event loop and work as well. */
 static void test_zero_handshake_threads_handshake_on_the_loop(void **state)
 {
-    tu_tls m;
-    uint16_t port;
-    it_broker *b = anon_broker(&m, &port, "tls_handshake_threads 0");
-    thread_cpu before = read_threads(b);
-    if (before.hs_threads != 0)
-        it_fail("%d gatemq-tls threads, expected none", before.hs_threads);
-    run_storm(port, m.ca, 30, 8);
-    thread_cpu after = read_threads(b);
+    thread_cpu before, after;
+    it_broker *b = storm_on_threads(0, 30, &before, &after);
     if (after.loop_ticks <= before.loop_ticks)
         it_fail("30 full handshakes cost the loop thread no CPU");
     tu_log_lacks(b, "handed to handshake thread");
@@ -224,12 +236,7 @@ static void test_routing_goes_on_during_a_handshake_storm(void **state)
     it_subscribe(sub, "storm/ping", 1);
     it_conn *pub = it_client(it_broker_port(b), "storm-pub", true);
 
-    char nbuf[16], pbuf[16];
-    snprintf(nbuf, sizeof nbuf, "%d", 200);
-    snprintf(pbuf, sizeof pbuf, "%u", port);
-    const char *argv[] = {bench_bin(), "-p", pbuf, "--tls", "--cafile", m.ca, "--servername",
-                          "localhost", "--handshakes", nbuf, "-c", "64", NULL};
-    it_proc *storm = it_spawn(argv);
+    it_proc *storm = spawn_storm(port, m.ca, 200, 64);
     tu_await_log(b, "handed to handshake thread");
     int round_trips = 0;
     for (;;) {
@@ -241,10 +248,7 @@ static void test_routing_goes_on_during_a_handshake_storm(void **state)
         if (it_proc_wait_output(storm, "SUMMARY", 0))
             break;
     }
-    int rc = it_proc_wait(storm, 120000);
-    if (rc != 0)
-        it_fail("the storm exited %d:\n%s", rc, it_proc_output(storm));
-    it_proc_free(storm);
+    wait_storm(storm);
     it_close(pub);
     it_close(sub);
     it_broker_stop(b);

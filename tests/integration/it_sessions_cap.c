@@ -22,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "harness.h"
+#include "tenant_util.h"
 
 static const char acl_text[] =
     "company acme\n"
@@ -39,20 +40,9 @@ static char *passwd_path, *acl_path, *db_path;
 
 static void make_files(void)
 {
-    const char *build = getenv("GATEMQ_BUILD");
-    char tool[512];
-    snprintf(tool, sizeof tool, "%s/gatemq-passwd", build ? build : "build");
+    static const char *const users[] = {"alice", "bob"};
     free(passwd_path);
-    passwd_path = it_temp_file("passwd", "");
-    const char *users[] = {"alice", "bob"};
-    for (size_t i = 0; i < 2; i++) {
-        const char *argv[] = {tool, "-I", "1000", "-b", passwd_path, users[i], "pw", NULL};
-        char *out = NULL;
-        int rc = it_run(argv, IT_TIMEOUT, &out);
-        if (rc != 0)
-            it_fail("gatemq-passwd failed (%d): %s", rc, out ? out : "");
-        free(out);
-    }
+    passwd_path = tn_passwd_file(users, 2, "pw");
     free(acl_path);
     acl_path = it_temp_file("acl.conf", acl_text);
     /* The database lives beside them, outside the broker's own directory,
@@ -79,22 +69,7 @@ static it_broker *start(const char *limits, bool persistent)
 static it_conn *connect_as(it_broker *b, const char *user, const char *client_id, bool clean,
                            uint8_t rc, bool sp)
 {
-    it_conn *c = it_connect(it_broker_port(b));
-    mqtt_connect m = {
-        .protocol_name = {(const uint8_t *)"MQTT", 4},
-        .protocol_level = 4,
-        .clean_session = clean,
-        .client_id = {(const uint8_t *)client_id, strlen(client_id)},
-        .has_username = user != NULL,
-        .username = {(const uint8_t *)(user ? user : ""), user ? strlen(user) : 0},
-        .has_password = user != NULL,
-        .password = {(const uint8_t *)"pw", 2},
-    };
-    uint8_t buf[256];
-    size_t n = mqtt_encode_connect(buf, sizeof buf, &m);
-    it_send(c, buf, n);
-    uint8_t connack[4] = {0x20, 0x02, sp, rc};
-    it_expect_bytes(c, connack, sizeof connack, IT_TIMEOUT);
+    it_conn *c = tn_login(it_broker_port(b), user, "pw", client_id, clean, sp, rc);
     if (rc != 0) {
         it_expect_closed(c, IT_TIMEOUT);
         it_close(c);

@@ -872,3 +872,44 @@ uint8_t *tn_raw_subscribe(const char *filter, uint8_t qos, uint16_t id, size_t *
     *n = pos;
     return b;
 }
+
+/* ---- password users ------------------------------------------------------------ */
+
+char *tn__passwd_file(const char *const *users, size_t n, const char *password)
+{
+    const char *build = getenv("GATEMQ_BUILD");
+    char tool[512];
+    snprintf(tool, sizeof tool, "%s/gatemq-passwd", build ? build : "build");
+    char *path = it_temp_file("passwd", "");
+    for (size_t i = 0; i < n; i++) {
+        const char *argv[] = { tool, "-I", "1000", "-b", path, users[i], password, NULL };
+        char *out = NULL;
+        int rc = it_run(argv, IT_TIMEOUT, &out);
+        if (rc != 0)
+            it_fail("gatemq-passwd failed (%d): %s", rc, out ? out : "");
+        free(out);
+    }
+    return path;
+}
+
+it_conn *tn__login(uint16_t port, const char *user, const char *password,
+                   const char *client_id, bool clean, bool sp, uint8_t rc)
+{
+    it_conn *c = it_connect(port);
+    mqtt_connect m = {
+        .protocol_name = span_of("MQTT"),
+        .protocol_level = 4,
+        .clean_session = clean,
+        .client_id = span_of(client_id),
+        .has_username = user != NULL,
+        .username = span_of(user),
+        .has_password = user != NULL,
+        .password = span_of(user ? password : NULL),
+    };
+    uint8_t buf[256];
+    size_t n = mqtt_encode_connect(buf, sizeof buf, &m);
+    it_send(c, buf, n);
+    uint8_t connack[4] = { 0x20, 0x02, sp, rc };
+    it_expect_bytes(c, connack, sizeof connack, IT_TIMEOUT);
+    return c;
+}

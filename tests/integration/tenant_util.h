@@ -27,6 +27,10 @@
  * Nothing here sleeps as synchronisation. Failures fail the current test at
  * the caller's line (the macros record it). tn_teardown, run after each test,
  * closes the connections a failed test left open, then runs it_teardown.
+ *
+ * Password users (it_acl.c, it_sessions_cap.c: companies named by users in
+ * an ACL file): tn_passwd_file writes a password file and tn_login logs in
+ * with a harness connection. These need neither TN_RUN nor the CA.
  */
 #ifndef GATEMQ_IT_TENANT_UTIL_H
 #define GATEMQ_IT_TENANT_UTIL_H
@@ -144,5 +148,22 @@ void tn__send_raw(tn_conn *c, const void *bytes, size_t n);
 uint8_t *tn_raw_publish(const char *topic, const char *payload, uint8_t qos, uint16_t id,
                         size_t *n);
 uint8_t *tn_raw_subscribe(const char *filter, uint8_t qos, uint16_t id, size_t *n);
+
+/* ---- password users ------------------------------------------------------------ */
+
+/* A password file (a harness temp file, removed at teardown) with users[0..n),
+ * each with password, written by gatemq-passwd ($GATEMQ_BUILD, else build/)
+ * with 1000 iterations so that logins stay fast under the sanitizer build.
+ * Returns its path (malloc'd; the caller frees it). */
+char *tn__passwd_file(const char *const *users, size_t n, const char *password);
+#define tn_passwd_file(users, n, pw) IT__AT(tn__passwd_file(users, n, pw))
+/* CONNECT (keep alive 0) on a new harness connection to port as user with
+ * password (user NULL: anonymous, neither given), and expect exactly CONNACK
+ * with session present sp and return code rc. Returns the connection, also
+ * when refused (the broker then closes it; the caller frees it). */
+it_conn *tn__login(uint16_t port, const char *user, const char *password,
+                   const char *client_id, bool clean, bool sp, uint8_t rc);
+#define tn_login(port, user, pw, id, clean, sp, rc) \
+    IT__AT(tn__login(port, user, pw, id, clean, sp, rc))
 
 #endif

@@ -13,7 +13,6 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -29,6 +28,8 @@
 #include "store/outbox.h"
 #include "store/sink.h"
 #include "store/store.h"
+
+#include "tempdir.h"
 
 /* Deadline for anything that must happen (sanitizer builds on a loaded
  * machine are slow). */
@@ -214,9 +215,7 @@ typedef struct fixture {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof(*f));
-    const char *tmp = getenv("TMPDIR");
-    snprintf(f->dir, sizeof(f->dir), "%s/gatemq-outbox-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(f->dir)) {
+    if (tempdir_make(f->dir, sizeof(f->dir), "gatemq-outbox") != 0) {
         free(f);
         return -1;
     }
@@ -236,14 +235,6 @@ static int setup(void **state)
     return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     fixture *f = *state;
@@ -253,7 +244,7 @@ static int teardown(void **state)
     if (f->fake)
         fake_free(f->fake);
     sqlite3_close(f->db);
-    nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tempdir_remove(f->dir);
     free(f);
     return 0;
 }

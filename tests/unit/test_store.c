@@ -10,7 +10,6 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <glob.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -24,6 +23,8 @@
 #include "store/store.h"
 #include "store/store_test.h"
 
+#include "tempdir.h"
+
 typedef struct fixture {
     char dir[256];
     char path[300];
@@ -33,9 +34,7 @@ typedef struct fixture {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof(*f));
-    const char *tmp = getenv("TMPDIR");
-    snprintf(f->dir, sizeof(f->dir), "%s/gatemq-store-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(f->dir)) {
+    if (tempdir_make(f->dir, sizeof(f->dir), "gatemq-store") != 0) {
         free(f);
         return -1;
     }
@@ -45,18 +44,10 @@ static int setup(void **state)
     return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     fixture *f = *state;
-    nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tempdir_remove(f->dir);
     ev_loop_destroy(f->loop);
     free(f);
     return 0;

@@ -8,13 +8,14 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "store/store.h"
+
+#include "tempdir.h"
 
 /* ---- the marks alone -------------------------------------------------------- */
 
@@ -88,9 +89,7 @@ typedef struct fixture {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof(*f));
-    const char *tmp = getenv("TMPDIR");
-    snprintf(f->dir, sizeof(f->dir), "%s/gatemq-storeq-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(f->dir)) {
+    if (tempdir_make(f->dir, sizeof(f->dir), "gatemq-storeq") != 0) {
         free(f);
         return -1;
     }
@@ -106,19 +105,11 @@ static int setup(void **state)
     return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     fixture *f = *state;
     store_close(f->s);
-    nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tempdir_remove(f->dir);
     ev_loop_destroy(f->loop);
     free(f);
     return 0;
