@@ -201,7 +201,7 @@ struct conn {
     struct pending_ack *acks;
     size_t nacks, capacks, ackhead;
     bool ack_waiting;       /* on b->ack_waiters */
-    conn *ack_next;
+    conn *ack_prev, *ack_next;
     gmq_msg *will;       /* this connection's will, NULL: none */
     bool send_will;      /* publish the will when reaped (abnormal close) */
     bool counted;        /* included in stats.clients_connected */

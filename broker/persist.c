@@ -133,28 +133,40 @@ void persist_ack(conn *c, uint8_t type, uint16_t packet_id, uint64_t before, uin
     c->nacks++;
     if (!c->ack_waiting) {
         c->ack_waiting = true;
+        c->ack_prev = NULL;
         c->ack_next = b->ack_waiters;
+        if (b->ack_waiters)
+            b->ack_waiters->ack_prev = c;
         b->ack_waiters = c;
     }
 }
 
+/* O(1): a crowd of clients waiting for commits may go at once. */
+static void unlink_ack_waiter(conn *c)
+{
+    if (c->ack_prev)
+        c->ack_prev->ack_next = c->ack_next;
+    else
+        c->b->ack_waiters = c->ack_next;
+    if (c->ack_next)
+        c->ack_next->ack_prev = c->ack_prev;
+    c->ack_prev = c->ack_next = NULL;
+    c->ack_waiting = false;
+}
+
 void persist_committed(broker *b, uint64_t seq)
 {
-    conn **link = &b->ack_waiters;
-    while (*link) {
-        conn *c = *link;
+    conn *next;
+    for (conn *c = b->ack_waiters; c; c = next) {
+        next = c->ack_next;
         while (c->nacks && c->acks[c->ackhead].seq <= seq && c->state != CONN_CLOSING) {
             struct pending_ack a = c->acks[c->ackhead];
             c->ackhead = (c->ackhead + 1) % c->capacks;
             c->nacks--;
             conn_send_packet_id(c, a.type, a.packet_id);
         }
-        if (c->nacks == 0) {
-            *link = c->ack_next;
-            c->ack_waiting = false;
-        } else {
-            link = &c->ack_next;
-        }
+        if (c->nacks == 0)
+            unlink_ack_waiter(c);
     }
 }
 
@@ -171,14 +183,8 @@ void persist_forget_conn(conn *c)
         c->store_paused_prev = c->store_paused_next = NULL;
         c->store_paused = false;
     }
-    if (c->ack_waiting) {
-        for (conn **link = &c->b->ack_waiters; *link; link = &(*link)->ack_next)
-            if (*link == c) {
-                *link = c->ack_next;
-                break;
-            }
-        c->ack_waiting = false;
-    }
+    if (c->ack_waiting)
+        unlink_ack_waiter(c);
     gmq_free(c->acks);
     c->acks = NULL;
     c->nacks = c->capacks = c->ackhead = 0;
