@@ -241,19 +241,6 @@ typedef struct acl__parser {
     int32_t section; /* the principal section rules go to, or -1 */
 } acl__parser;
 
-static void acl__seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void acl__seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static int acl__fail(acl__parser *ps, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -644,7 +631,7 @@ int acl_parse(const char *text, size_t len, const char *name, acl **out,
         name = "acl";
     acl *a = gmq_calloc(1, sizeof *a);
     if (!a) {
-        acl__seterr(err, errlen, "%s: out of memory", name);
+        gmq_errf(err, errlen, "%s: out of memory", name);
         return ACL_E_NOMEM;
     }
     a->anon = -1;
@@ -681,7 +668,7 @@ int acl_parse(const char *text, size_t len, const char *name, acl **out,
     }
 fail:
     if (rc == ACL_E_NOMEM)
-        acl__seterr(err, errlen, "%s: out of memory", name);
+        gmq_errf(err, errlen, "%s: out of memory", name);
     acl_free(a);
     return rc;
 }

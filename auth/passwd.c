@@ -47,19 +47,6 @@ const char *passwd_strerror(int err)
     return "unknown error";
 }
 
-static void passwd__seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void passwd__seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- base64 (RFC 4648 standard alphabet, '=' padding) ------------------- */
 
 static const char passwd__b64[] =
@@ -449,7 +436,7 @@ int passwd_file_load(const char *path, passwd_file **out, char *err, size_t errl
 {
     passwd_file *f = gmq_calloc(1, sizeof *f);
     if (!f) {
-        passwd__seterr(err, errlen, "%s: out of memory", path);
+        gmq_errf(err, errlen, "%s: out of memory", path);
         return PASSWD_E_NOMEM;
     }
     size_t len = 0, cap = 0;
@@ -469,13 +456,13 @@ int passwd_file_load(const char *path, passwd_file **out, char *err, size_t errl
         if (!passwd__split(line, llen, &name, &name_len, &rest, &rest_len, &colon))
             continue;
         if (!colon) {
-            passwd__seterr(err, errlen, "%s:%u: missing ':' between user name and hash",
+            gmq_errf(err, errlen, "%s:%u: missing ':' between user name and hash",
                            path, lineno);
             rc = PASSWD_E_FORMAT;
             goto fail;
         }
         if (!passwd_name_valid(name, name_len)) {
-            passwd__seterr(err, errlen, "%s:%u: %s", path, lineno,
+            gmq_errf(err, errlen, "%s:%u: %s", path, lineno,
                            name_len ? "invalid user name (control character)"
                                     : "empty user name");
             rc = PASSWD_E_NAME;
@@ -485,7 +472,7 @@ int passwd_file_load(const char *path, passwd_file **out, char *err, size_t errl
             size_t ncap = cap ? cap * 2 : 64;
             passwd__entry *ne = gmq_realloc(f->e, ncap * sizeof *ne);
             if (!ne) {
-                passwd__seterr(err, errlen, "%s: out of memory", path);
+                gmq_errf(err, errlen, "%s: out of memory", path);
                 rc = PASSWD_E_NOMEM;
                 goto fail;
             }
@@ -495,7 +482,7 @@ int passwd_file_load(const char *path, passwd_file **out, char *err, size_t errl
         passwd__entry *e = &f->e[f->n];
         rc = passwd_parse_hash(rest, rest_len, &e->h);
         if (rc != 0) {
-            passwd__seterr(err, errlen, "%s:%u: user '%.*s': %s", path, lineno,
+            gmq_errf(err, errlen, "%s:%u: user '%.*s': %s", path, lineno,
                            (int)(name_len > 64 ? 64 : name_len), name, passwd_strerror(rc));
             goto fail;
         }
@@ -510,7 +497,7 @@ int passwd_file_load(const char *path, passwd_file **out, char *err, size_t errl
     unsigned first = 0, second = 0;
     const passwd__entry *dup;
     if (passwd__find_duplicate(f, &first, &second, &dup)) {
-        passwd__seterr(err, errlen, "%s:%u: duplicate user '%.*s' (first on line %u)",
+        gmq_errf(err, errlen, "%s:%u: duplicate user '%.*s' (first on line %u)",
                        path, second, (int)(dup->name_len > 64 ? 64 : dup->name_len),
                        dup->name, first);
         rc = PASSWD_E_DUPLICATE;
@@ -518,7 +505,7 @@ int passwd_file_load(const char *path, passwd_file **out, char *err, size_t errl
     }
     rc = passwd__typical(f);
     if (rc != 0) {
-        passwd__seterr(err, errlen, "%s: out of memory", path);
+        gmq_errf(err, errlen, "%s: out of memory", path);
         goto fail;
     }
     *out = f;
@@ -656,7 +643,7 @@ static int passwd__replace(const char *target, const char *content, size_t len,
     size_t tl = strlen(target);
     char *tmp = gmq_malloc(tl + sizeof ".XXXXXX");
     if (!tmp) {
-        passwd__seterr(err, errlen, "out of memory");
+        gmq_errf(err, errlen, "out of memory");
         return PASSWD_E_NOMEM;
     }
     memcpy(tmp, target, tl);
@@ -715,7 +702,7 @@ static int passwd__replace(const char *target, const char *content, size_t len,
     return PASSWD_OK;
 
 fail:
-    passwd__seterr(err, errlen, "%s: cannot %s: %s", target, what, strerror(errno));
+    gmq_errf(err, errlen, "%s: cannot %s: %s", target, what, strerror(errno));
     if (fd >= 0)
         close(fd);
     if (created)
@@ -728,19 +715,19 @@ int passwd_file_update(const char *path, const char *name, size_t len,
                        const char *hash, bool create, char *err, size_t errlen)
 {
     if (!passwd_name_valid(name, len)) {
-        passwd__seterr(err, errlen, "invalid user name: it must be non-empty, without ':', "
+        gmq_errf(err, errlen, "invalid user name: it must be non-empty, without ':', "
                        "control characters, a leading '#' or surrounding blanks");
         return PASSWD_E_NAME;
     }
     if (!hash && create) {
-        passwd__seterr(err, errlen, "cannot delete a user while creating a file");
+        gmq_errf(err, errlen, "cannot delete a user while creating a file");
         return PASSWD_E_ARG;
     }
     if (hash) {
         passwd_hash h;
         int prc = passwd_parse_hash(hash, strlen(hash), &h);
         if (prc != 0) {
-            passwd__seterr(err, errlen, "bad hash: %s", passwd_strerror(prc));
+            gmq_errf(err, errlen, "bad hash: %s", passwd_strerror(prc));
             return prc;
         }
     }
@@ -753,18 +740,18 @@ int passwd_file_update(const char *path, const char *name, size_t len,
     if (lstat(path, &st) == 0) {
         if (S_ISLNK(st.st_mode)) {
             if (!realpath(path, resolved) || stat(resolved, &st) != 0) {
-                passwd__seterr(err, errlen, "%s: %s", path, strerror(errno));
+                gmq_errf(err, errlen, "%s: %s", path, strerror(errno));
                 return PASSWD_E_IO;
             }
             target = resolved;
         }
         if (!S_ISREG(st.st_mode)) {
-            passwd__seterr(err, errlen, "%s: not a regular file", path);
+            gmq_errf(err, errlen, "%s: not a regular file", path);
             return PASSWD_E_IO;
         }
         exists = true;
     } else if (errno != ENOENT || !create) {
-        passwd__seterr(err, errlen, "%s: %s%s", path, strerror(errno),
+        gmq_errf(err, errlen, "%s: %s%s", path, strerror(errno),
                        errno == ENOENT ? " (create it with -c)" : "");
         return PASSWD_E_IO;
     }
@@ -778,10 +765,10 @@ int passwd_file_update(const char *path, const char *name, size_t len,
     if (rc == 0) {
         rc = passwd__edit(old, oldlen, name, len, hash, &content, &clen, &found);
         if (rc != 0)
-            passwd__seterr(err, errlen, "out of memory");
+            gmq_errf(err, errlen, "out of memory");
     }
     if (rc == 0 && !hash && !found) {
-        passwd__seterr(err, errlen, "%s: no user '%.*s'", path,
+        gmq_errf(err, errlen, "%s: no user '%.*s'", path,
                        (int)(len > 64 ? 64 : len), name);
         rc = PASSWD_E_NOUSER;
     }

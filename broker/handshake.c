@@ -71,6 +71,19 @@ unsigned hs_default_threads(void)
     return n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
 }
 
+/* A list pushed LIFO (inbox, finished list), oldest first. */
+static hs_job *reversed(hs_job *list)
+{
+    hs_job *ordered = NULL;
+    while (list) {
+        hs_job *next = list->next;
+        list->next = ordered;
+        ordered = list;
+        list = next;
+    }
+    return ordered;
+}
+
 /* ---- on a handshake thread ------------------------------------------------ */
 
 static double mono_now(void)
@@ -131,13 +144,7 @@ static bool take_inbox(hs_thread *th)
     bool stopping = th->stopping;
     pthread_mutex_unlock(&p->lock);
     /* The inbox is LIFO: reverse it so the live list stays in arrival order. */
-    hs_job *ordered = NULL;
-    while (in) {
-        hs_job *next = in->next;
-        in->next = ordered;
-        ordered = in;
-        in = next;
-    }
+    hs_job *ordered = reversed(in);
     double deadline = mono_now() + p->timeout;
     while (ordered) {
         hs_job *j = ordered;
@@ -200,13 +207,7 @@ static void drain(hs_pool *p)
     hs_job *list = p->finished;
     p->finished = NULL;
     pthread_mutex_unlock(&p->lock);
-    hs_job *ordered = NULL;
-    while (list) {
-        hs_job *next = list->next;
-        list->next = ordered;
-        ordered = list;
-        list = next;
-    }
+    hs_job *ordered = reversed(list);
     while (ordered) {
         hs_job *j = ordered;
         ordered = j->next;

@@ -1,6 +1,7 @@
 #include "broker/readfile.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,6 +9,16 @@
 #include <unistd.h>
 
 #include "broker/alloc.h"
+
+void gmq_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
 
 int gmq_read_file(const char *path, size_t max, char **out, size_t *len, char *err,
                   size_t errlen)

@@ -17,6 +17,7 @@
 
 #include "broker/alloc.h"
 #include "broker/log.h"
+#include "broker/readfile.h"
 #include "store/sink.h"
 
 #define INFLUX_DEFAULT_TIMEOUT_MS 10000L
@@ -35,19 +36,6 @@ typedef struct sink_influx {
     size_t body_len;
     char header_err[INFLUX_BODY_KEEP + 1]; /* X-Influxdb-Error */
 } sink_influx;
-
-static void influx__err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void influx__err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static size_t influx__on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
@@ -120,7 +108,7 @@ static enum sink_result influx__write(sink *base, const char *body, size_t len, 
     curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, len ? body : "");
     CURLcode rc = curl_easy_perform(s->curl);
     if (rc != CURLE_OK) {
-        influx__err(err, errlen, "%s: %s", s->where,
+        gmq_errf(err, errlen, "%s: %s", s->where,
                     s->curl_err[0] ? s->curl_err : curl_easy_strerror(rc));
         return SINK_RETRY;
     }
@@ -130,7 +118,7 @@ static enum sink_result influx__write(sink *base, const char *body, size_t len, 
     if (r != SINK_OK) {
         char msg[INFLUX_BODY_KEEP + 1];
         influx__server_message(s, msg, sizeof(msg));
-        influx__err(err, errlen, "HTTP %ld: %s", status, msg[0] ? msg : "(no message)");
+        gmq_errf(err, errlen, "HTTP %ld: %s", status, msg[0] ? msg : "(no message)");
     }
     return r;
 }
@@ -163,21 +151,21 @@ static char *influx__write_url(CURL *curl, const char *url, const char *db, char
     char *out = NULL, *scheme = NULL, *host = NULL, *edb = NULL, *bare = NULL;
     CURLU *u = curl_url();
     if (!u) {
-        influx__err(err, errlen, "no memory");
+        gmq_errf(err, errlen, "no memory");
         goto done;
     }
     if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host[0]) {
-        influx__err(err, errlen, "influxdb: bad URL \"%s\"", url);
+        gmq_errf(err, errlen, "influxdb: bad URL \"%s\"", url);
         goto done;
     }
     if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
-        influx__err(err, errlen, "influxdb: URL \"%s\": the scheme must be http or https", url);
+        gmq_errf(err, errlen, "influxdb: URL \"%s\": the scheme must be http or https", url);
         goto done;
     }
     if (strchr(url, '?') || strchr(url, '#')) {
-        influx__err(err, errlen, "influxdb: URL \"%s\" must not have a query or fragment", url);
+        gmq_errf(err, errlen, "influxdb: URL \"%s\" must not have a query or fragment", url);
         goto done;
     }
     edb = curl_easy_escape(curl, db, 0);
@@ -185,7 +173,7 @@ static char *influx__write_url(CURL *curl, const char *url, const char *db, char
         curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_URL, &bare, 0) != CURLUE_OK ||
         !(*where = gmq_strdup(bare)) || !edb) {
-        influx__err(err, errlen, "no memory");
+        gmq_errf(err, errlen, "no memory");
         goto done;
     }
     size_t ulen = strlen(url);
@@ -194,7 +182,7 @@ static char *influx__write_url(CURL *curl, const char *url, const char *db, char
     size_t n = ulen + strlen(edb) + sizeof("/write?db=&precision=ms");
     out = gmq_malloc(n);
     if (!out) {
-        influx__err(err, errlen, "no memory");
+        gmq_errf(err, errlen, "no memory");
         goto done;
     }
     snprintf(out, n, "%.*s/write?db=%s&precision=ms", (int)ulen, url, edb);
@@ -211,16 +199,16 @@ sink *sink_influx_open(const char *url, const char *db, long timeout_ms, char *e
                        size_t errlen)
 {
     if (!url || !db || !db[0]) {
-        influx__err(err, errlen, "influxdb: a URL and a database name are needed");
+        gmq_errf(err, errlen, "influxdb: a URL and a database name are needed");
         return NULL;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        influx__err(err, errlen, "influxdb: cannot initialise libcurl");
+        gmq_errf(err, errlen, "influxdb: cannot initialise libcurl");
         return NULL;
     }
     sink_influx *s = gmq_calloc(1, sizeof(*s));
     if (!s) {
-        influx__err(err, errlen, "no memory");
+        gmq_errf(err, errlen, "no memory");
         curl_global_cleanup();
         return NULL;
     }
@@ -228,7 +216,7 @@ sink *sink_influx_open(const char *url, const char *db, long timeout_ms, char *e
     /* From here on influx__close undoes everything, the global init too. */
     s->curl = curl_easy_init();
     if (!s->curl) {
-        influx__err(err, errlen, "influxdb: cannot create a libcurl handle");
+        gmq_errf(err, errlen, "influxdb: cannot create a libcurl handle");
         goto fail;
     }
     s->url = influx__write_url(s->curl, url, db, &s->where, err, errlen);
@@ -241,7 +229,7 @@ sink *sink_influx_open(const char *url, const char *db, long timeout_ms, char *e
         h = curl_slist_append(s->headers, "Expect:");
     }
     if (!h) {
-        influx__err(err, errlen, "no memory");
+        gmq_errf(err, errlen, "no memory");
         goto fail;
     }
     if (timeout_ms <= 0)
@@ -265,7 +253,7 @@ sink *sink_influx_open(const char *url, const char *db, long timeout_ms, char *e
     bad |= curl_easy_setopt(c, CURLOPT_HEADERDATA, s) != CURLE_OK;
     bad |= curl_easy_setopt(c, CURLOPT_USERAGENT, "gatemq") != CURLE_OK;
     if (bad) {
-        influx__err(err, errlen, "influxdb: this libcurl lacks a needed option");
+        gmq_errf(err, errlen, "influxdb: this libcurl lacks a needed option");
         goto fail;
     }
     return &s->base;

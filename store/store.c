@@ -225,7 +225,7 @@ static int store__prepare(store *s, char *err, size_t errlen)
         int rc = sqlite3_prepare_v3(s->db, store__sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                                     &s->stmt[i], NULL);
         if (rc != SQLITE_OK) {
-            store__err(err, errlen, "%s: preparing \"%s\": %s", s->path, store__sql[i],
+            gmq_errf(err, errlen, "%s: preparing \"%s\": %s", s->path, store__sql[i],
                        sqlite3_errmsg(s->db));
             return -1;
         }
@@ -257,18 +257,18 @@ store *store_open(const char *path, enum store_sync sync, char *err, size_t errl
 {
     store *s = gmq_calloc(1, sizeof(*s));
     if (!s) {
-        store__err(err, errlen, "no memory");
+        gmq_errf(err, errlen, "no memory");
         return NULL;
     }
     if (pthread_mutex_init(&s->lock, NULL)) {
         gmq_free(s);
-        store__err(err, errlen, "cannot create a mutex");
+        gmq_errf(err, errlen, "cannot create a mutex");
         return NULL;
     }
     if (pthread_cond_init(&s->cond, NULL)) {
         pthread_mutex_destroy(&s->lock);
         gmq_free(s);
-        store__err(err, errlen, "cannot create a condition variable");
+        gmq_errf(err, errlen, "cannot create a condition variable");
         return NULL;
     }
     atomic_init(&s->committed, 0);
@@ -276,7 +276,7 @@ store *store_open(const char *path, enum store_sync sync, char *err, size_t errl
     atomic_init(&s->queued_bytes, 0);
     s->path = gmq_strdup(path);
     if (!s->path) {
-        store__err(err, errlen, "no memory");
+        gmq_errf(err, errlen, "no memory");
         goto fail;
     }
     s->db = store__db_open(path, sync, err, errlen);
@@ -439,24 +439,24 @@ static int store__load_all(store *s, const store_load_cb *cb, void *arg, const c
 int store_load(store *s, const store_load_cb *cb, void *arg, char *err, size_t errlen)
 {
     if (s->started) {
-        store__err(err, errlen, "store_load after store_start");
+        gmq_errf(err, errlen, "store_load after store_start");
         return -1;
     }
     sqlite3_stmt *begin = s->stmt[ST_BEGIN_READ];
     int rc = sqlite3_step(begin);
     sqlite3_reset(begin);
     if (rc != SQLITE_DONE) {
-        store__err(err, errlen, "%s: cannot start reading: %s", s->path, sqlite3_errmsg(s->db));
+        gmq_errf(err, errlen, "%s: cannot start reading: %s", s->path, sqlite3_errmsg(s->db));
         return -1;
     }
     /* One read transaction: a consistent snapshot, read without relocking. */
     const char *what = "messages";
     rc = store__load_all(s, cb, arg, &what);
     if (rc == -1)
-        store__err(err, errlen, "%s: loading stopped by the caller while reading %s", s->path,
+        gmq_errf(err, errlen, "%s: loading stopped by the caller while reading %s", s->path,
                    what);
     else if (rc != SQLITE_OK)
-        store__err(err, errlen, "%s: reading %s: %s", s->path, what, sqlite3_errmsg(s->db));
+        gmq_errf(err, errlen, "%s: reading %s: %s", s->path, what, sqlite3_errmsg(s->db));
     sqlite3_stmt *end = s->stmt[ST_ROLLBACK];
     sqlite3_step(end);
     sqlite3_reset(end);

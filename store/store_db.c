@@ -97,16 +97,6 @@ static const char *const store__migrations[] = {
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store__migrations) / sizeof(store__migrations[0])))
 
-void store__err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- opening -------------------------------------------------------------- */
 
 enum store__check_result { CHECK_OK, CHECK_DAMAGED, CHECK_ERROR };
@@ -128,11 +118,11 @@ static enum store__check_result store__check(sqlite3 *db, char *why, size_t whyl
     if (rc == SQLITE_ROW) {
         const char *verdict = (const char *)sqlite3_column_text(st, 0);
         if (!verdict || strcmp(verdict, "ok") != 0) {
-            store__err(why, whylen, "integrity check: %s", verdict ? verdict : "(no answer)");
+            gmq_errf(why, whylen, "integrity check: %s", verdict ? verdict : "(no answer)");
             res = CHECK_DAMAGED;
         }
     } else {
-        store__err(why, whylen, "%s", sqlite3_errmsg(db));
+        gmq_errf(why, whylen, "%s", sqlite3_errmsg(db));
         res = store__rc_means_damaged(rc) ? CHECK_DAMAGED : CHECK_ERROR;
     }
     sqlite3_finalize(st);
@@ -148,7 +138,7 @@ static int store__move_aside(const char *path, char *moved, size_t movedlen, cha
     static const char *const suffix[] = {"", "-wal", "-shm", "-journal"};
     long long now = (long long)time(NULL);
     if (strlen(path) + 40 > movedlen) {
-        store__err(err, errlen, "path too long: %s", path);
+        gmq_errf(err, errlen, "path too long: %s", path);
         return -1;
     }
     for (int n = 0;; n++) {
@@ -159,7 +149,7 @@ static int store__move_aside(const char *path, char *moved, size_t movedlen, cha
         if (access(moved, F_OK) != 0)
             break;
         if (n == 1000) {
-            store__err(err, errlen, "cannot find a free name to move %s aside", path);
+            gmq_errf(err, errlen, "cannot find a free name to move %s aside", path);
             return -1;
         }
     }
@@ -168,7 +158,7 @@ static int store__move_aside(const char *path, char *moved, size_t movedlen, cha
         snprintf(from, sizeof(from), "%s%s", path, suffix[i]);
         snprintf(to, sizeof(to), "%s%s", moved, suffix[i]);
         if (rename(from, to) != 0 && (errno != ENOENT || i == 0)) {
-            store__err(err, errlen, "cannot move damaged %s to %s: %s", from, to,
+            gmq_errf(err, errlen, "cannot move damaged %s to %s: %s", from, to,
                        strerror(errno));
             return -1;
         }
@@ -181,7 +171,7 @@ static int store__exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
     char *msg = NULL;
     int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
-        store__err(err, errlen, "%s", msg ? msg : sqlite3_errstr(rc));
+        gmq_errf(err, errlen, "%s", msg ? msg : sqlite3_errstr(rc));
         sqlite3_free(msg);
     }
     return rc;
@@ -206,16 +196,16 @@ static int store__migrate(sqlite3 *db, const char *path, char *err, size_t errle
     char why[256] = "";
     int version = 0;
     if (store__exec(db, "BEGIN IMMEDIATE", why, sizeof(why)) != SQLITE_OK) {
-        store__err(err, errlen, "%s: cannot start the schema transaction: %s", path, why);
+        gmq_errf(err, errlen, "%s: cannot start the schema transaction: %s", path, why);
         return -1;
     }
     if (store__user_version(db, &version) != SQLITE_OK) {
-        store__err(err, errlen, "%s: cannot read the schema version: %s", path,
+        gmq_errf(err, errlen, "%s: cannot read the schema version: %s", path,
                    sqlite3_errmsg(db));
         goto fail;
     }
     if (version > STORE_SCHEMA_VERSION || version < 0) {
-        store__err(err, errlen,
+        gmq_errf(err, errlen,
                    "%s has schema version %d, but this gatemq knows versions up to %d; "
                    "refusing to open it (was it written by a newer gatemq?)",
                    path, version, STORE_SCHEMA_VERSION);
@@ -223,13 +213,13 @@ static int store__migrate(sqlite3 *db, const char *path, char *err, size_t errle
     }
     for (int v = version; v < STORE_SCHEMA_VERSION; v++) {
         if (store__exec(db, store__migrations[v], why, sizeof(why)) != SQLITE_OK) {
-            store__err(err, errlen, "%s: schema migration %d -> %d failed: %s", path, v, v + 1,
+            gmq_errf(err, errlen, "%s: schema migration %d -> %d failed: %s", path, v, v + 1,
                        why);
             goto fail;
         }
     }
     if (store__exec(db, "COMMIT", why, sizeof(why)) != SQLITE_OK) {
-        store__err(err, errlen, "%s: committing the schema failed: %s", path, why);
+        gmq_errf(err, errlen, "%s: committing the schema failed: %s", path, why);
         goto fail;
     }
     if (version < STORE_SCHEMA_VERSION)
@@ -253,7 +243,7 @@ static sqlite3 *store__open_checked(const char *path, bool *damaged, char *why, 
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              NULL);
     if (rc != SQLITE_OK) {
-        store__err(err, errlen, "cannot open %s: %s", path,
+        gmq_errf(err, errlen, "cannot open %s: %s", path,
                    db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
         goto fail;
     }
@@ -266,7 +256,7 @@ static sqlite3 *store__open_checked(const char *path, bool *damaged, char *why, 
         *damaged = true;
         goto fail;
     case CHECK_ERROR:
-        store__err(err, errlen, "cannot read %s: %s", path, why);
+        gmq_errf(err, errlen, "cannot read %s: %s", path, why);
         goto fail;
     }
 fail:
@@ -280,7 +270,7 @@ static int store__configure(sqlite3 *db, const char *path, enum store_sync sync,
     char why[256] = "";
     sqlite3_stmt *st = NULL;
     if (sqlite3_db_readonly(db, "main") == 1) {
-        store__err(err, errlen, "%s is read-only to this process", path);
+        gmq_errf(err, errlen, "%s is read-only to this process", path);
         return -1;
     }
     /* journal_mode answers with the mode in force: a file system without
@@ -290,7 +280,7 @@ static int store__configure(sqlite3 *db, const char *path, enum store_sync sync,
         const char *mode = (const char *)sqlite3_column_text(st, 0);
         if (!mode || strcmp(mode, "wal") != 0) {
             sqlite3_finalize(st);
-            store__err(err, errlen, "%s: cannot switch to WAL mode (mode is %s)", path,
+            gmq_errf(err, errlen, "%s: cannot switch to WAL mode (mode is %s)", path,
                        mode ? mode : "unknown");
             return -1;
         }
@@ -298,7 +288,7 @@ static int store__configure(sqlite3 *db, const char *path, enum store_sync sync,
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_OK) {
-        store__err(err, errlen, "%s: cannot switch to WAL mode: %s", path,
+        gmq_errf(err, errlen, "%s: cannot switch to WAL mode: %s", path,
                    sqlite3_errmsg(db));
         return -1;
     }
@@ -308,7 +298,7 @@ static int store__configure(sqlite3 *db, const char *path, enum store_sync sync,
                               ? "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;"
                               : "PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = 67108864;";
     if (store__exec(db, pragmas, why, sizeof(why)) != SQLITE_OK) {
-        store__err(err, errlen, "%s: %s", path, why);
+        gmq_errf(err, errlen, "%s: %s", path, why);
         return -1;
     }
     if (store__migrate(db, path, err, errlen))
@@ -330,7 +320,7 @@ sqlite3 *store__db_open(const char *path, enum store_sync sync, char *err, size_
                   path, why, moved);
         db = store__open_checked(path, &damaged, why, sizeof(why), err, errlen);
         if (!db && damaged)
-            store__err(err, errlen, "%s: a fresh database fails its check: %s", path, why);
+            gmq_errf(err, errlen, "%s: a fresh database fails its check: %s", path, why);
     }
     if (db && store__configure(db, path, sync, err, errlen)) {
         sqlite3_close(db);

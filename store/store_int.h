@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 #include <stddef.h>
 
+#include "broker/readfile.h"
 #include "store/store.h"
 
 /* Open path with an integrity check, moving a damaged file (and its -wal,
@@ -16,8 +17,5 @@
  * filled: not writable, unreadable, or a schema newer than this build. */
 sqlite3 *store__db_open(const char *path, enum store_sync sync, char *err, size_t errlen);
 
-/* snprintf into err (ignored when NULL or errlen is 0). */
-void store__err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 #endif
