@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -82,7 +83,7 @@ bool it_span_eq(mqtt_span s, const char *str)
     return s.len == n && (n == 0 || memcmp(s.ptr, str, n) == 0);
 }
 
-static char *read_file(const char *path, size_t *len)
+char *it_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -108,6 +109,51 @@ static char *read_file(const char *path, size_t *len)
     if (len)
         *len = n;
     return buf;
+}
+
+bool it_file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+bool it_repo_path(const char *rel, char *out, size_t n)
+{
+    const char *src = getenv("GATEMQ_SRC");
+    if (src && *src) {
+        int k = snprintf(out, n, "%s/%s", src, rel);
+        return k > 0 && (size_t)k < n && it_file_exists(out);
+    }
+    char dir[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", dir, sizeof dir - 1);
+    if (len <= 0)
+        return false;
+    dir[len] = '\0';
+    for (;;) {
+        char *slash = strrchr(dir, '/');
+        if (!slash)
+            return false;
+        *slash = '\0';
+        int k = snprintf(out, n, "%s/%s", dir, rel);
+        if (k > 0 && (size_t)k < n && it_file_exists(out))
+            return true;
+        if (!*dir)
+            return false;
+    }
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void it_remove_tree(const char *dir)
+{
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* ---- registry ----------------------------------------------------------- */
@@ -185,7 +231,7 @@ static void remove_dir(const char *dir)
 static void print_log(const it_broker *b, const char *why)
 {
     size_t n;
-    char *log = read_file(b->log, &n);
+    char *log = it_read_file(b->log, &n);
     print_error("---- broker log (%s), %s ----\n", b->log, why);
     if (log) {
         const char *start = n > 12000 ? log + n - 12000 : log;
@@ -250,9 +296,8 @@ int it_group_setup(void **state)
     return 0;
 }
 
-/* A port the kernel just handed out; it is free unless someone races us,
- * which it_broker_start handles by retrying. */
-static uint16_t free_port(void)
+/* it_broker_start handles a race for the port by retrying. */
+uint16_t it_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = { .sin_family = AF_INET };
@@ -292,18 +337,24 @@ static pid_t spawn_broker(const it_broker *b)
     if (pid < 0)
         it_fail("fork: %s", strerror(errno));
     if (pid == 0) {
-        int log = open(b->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        int nul = open("/dev/null", O_RDWR);
-        if (log < 0 || nul < 0)
-            _exit(126);
-        dup2(nul, 0);
-        dup2(log, 1);
-        dup2(log, 2);
-        execl(bin, bin, "-c", b->conf, (char *)NULL);
-        fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
-        _exit(127);
+        const char *argv[] = { bin, "-c", b->conf, NULL };
+        it_exec_logged(b->log, argv);
     }
     return pid;
+}
+
+void it_exec_logged(const char *log_path, const char *const argv[])
+{
+    int log = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    int nul = open("/dev/null", O_RDWR);
+    if (log < 0 || nul < 0)
+        _exit(126);
+    dup2(nul, 0);
+    dup2(log, 1);
+    dup2(log, 2);
+    execv(argv[0], (char *const *)argv);
+    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
 }
 
 it_broker *it__broker_start(const char *extra_config)
@@ -316,14 +367,14 @@ it_broker *it__broker_start(const char *extra_config)
     snprintf(b->log, sizeof b->log, "%s/broker.log", b->dir);
     reg_add((void **)brokers, b);
 
-    /* A port can be taken between free_port() and the broker's bind(): then
+    /* A port can be taken between it_free_port() and the broker's bind(): then
      * the broker exits early and we try again with another port. */
     for (int attempt = 0; attempt < 3; attempt++) {
         /* Extra listeners picked their ports the same way and have not bound
          * them yet: never hand out one of theirs. */
         char mine[32];
         for (int pick = 0; pick < 100; pick++) {
-            b->port = free_port();
+            b->port = it_free_port();
             snprintf(mine, sizeof mine, "listener %u ", b->port);
             if (!extra_config || !strstr(extra_config, mine))
                 break;
@@ -434,7 +485,7 @@ pid_t it_broker_pid(const it_broker *b)
 
 bool it_broker_log_contains(const it_broker *b, const char *text)
 {
-    char *log = read_file(b->log, NULL);
+    char *log = it_read_file(b->log, NULL);
     bool found = log && strstr(log, text) != NULL;
     free(log);
     return found;
@@ -444,7 +495,7 @@ long it_broker_rss_kb(const it_broker *b)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/status", (int)b->pid);
-    char *s = read_file(path, NULL);
+    char *s = it_read_file(path, NULL);
     long kb = 0;
     const char *p = s ? strstr(s, "VmRSS:") : NULL;
     if (p)
@@ -455,11 +506,13 @@ long it_broker_rss_kb(const it_broker *b)
 
 /* ---- raw connection ----------------------------------------------------- */
 
-it_conn *it__connect(uint16_t port)
+int it_tcp_connect_fd(uint16_t port, int sock_flags, int rcvbuf)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | sock_flags, 0);
     if (fd < 0)
         it_fail("socket: %s", strerror(errno));
+    if (rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
@@ -469,6 +522,12 @@ it_conn *it__connect(uint16_t port)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+it_conn *it__connect(uint16_t port)
+{
+    int fd = it_tcp_connect_fd(port, 0, 0);
     /* A broker that stops reading must fail the test, not hang it. */
     struct timeval tv = { 10, 0 };
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -497,9 +556,14 @@ void it_shutdown_write(it_conn *c)
 
 bool it_send_try(it_conn *c, const void *bytes, size_t n)
 {
+    return it_send_fd(c->fd, bytes, n);
+}
+
+bool it_send_fd(int fd, const void *bytes, size_t n)
+{
     const uint8_t *p = bytes;
     while (n > 0) {
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)

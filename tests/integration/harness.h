@@ -258,5 +258,29 @@ void it_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn
 void it_hexdump(const char *label, const uint8_t *p, size_t n);
 /* Compare a span with a C string. */
 bool it_span_eq(mqtt_span s, const char *str);
+/* Does path exist (stat succeeds)? */
+bool it_file_exists(const char *path);
+/* Whole file into a malloc'd NUL-terminated buffer (*len, if not NULL, gets
+ * the size without the NUL); NULL if it cannot be read. */
+char *it_read_file(const char *path, size_t *len);
+/* Path of rel (e.g. "tools/gatemq-cert") in the source tree, into out[n]:
+ * under $GATEMQ_SRC if set, else in the nearest directory above this test
+ * binary that has it. False if it does not exist or does not fit. */
+bool it_repo_path(const char *rel, char *out, size_t n);
+/* Remove dir and everything under it (no symlinks followed). The caller
+ * checks that dir is its own. */
+void it_remove_tree(const char *dir);
+/* A port of 127.0.0.1 the kernel just handed out (free unless someone races
+ * for it); fails the test if there is none. */
+uint16_t it_free_port(void);
+/* A TCP socket (SOCK_STREAM | sock_flags) connected to 127.0.0.1:port with
+ * Nagle off, SO_RCVBUF set first if rcvbuf > 0. Fails the test if refused. */
+int it_tcp_connect_fd(uint16_t port, int sock_flags, int rcvbuf);
+/* In a forked child: stdin from /dev/null, stdout and stderr appended to
+ * log_path, then exec argv[0] (a path, no PATH lookup). Never returns: exit
+ * status 126 if the files cannot be opened, 127 if exec fails. */
+void it_exec_logged(const char *log_path, const char *const argv[]) __attribute__((noreturn));
+/* Send all n bytes on fd (EINTR retried); false on error or reset. */
+bool it_send_fd(int fd, const void *bytes, size_t n);
 
 #endif

@@ -1,5 +1,6 @@
 /* influx_util.c - a private influxd for tests (see influx_util.h). */
 #include "influx_util.h"
+#include "harness.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -216,16 +217,8 @@ static pid_t ix_spawn(const influxd *ix, const char *bin)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(125);
-    int log = open(ix->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    int nul = open("/dev/null", O_RDWR);
-    if (log < 0 || nul < 0)
-        _exit(126);
-    dup2(nul, 0);
-    dup2(log, 1);
-    dup2(log, 2);
-    execl(bin, bin, "run", "-config", ix->conf, (char *)NULL);
-    fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
-    _exit(127);
+    const char *argv[] = { bin, "run", "-config", ix->conf, NULL };
+    it_exec_logged(ix->log, argv);
 }
 
 static void ix_kill(influxd *ix)

@@ -11,6 +11,8 @@
  * No broker is started and nothing sleeps: each tool runs to completion
  * (with a generous deadline, after which it is killed and the test fails).
  */
+#include "harness.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -64,12 +66,6 @@ static char *cert_path(const char *dir, const char *rel)
     return p;
 }
 
-static bool file_exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 /* Whole file into a malloc'd NUL-terminated buffer (*len without the NUL);
  * NULL if it cannot be read. */
 static char *read_file(const char *path, size_t *len)
@@ -107,27 +103,7 @@ static int count_substr(const char *hay, const char *needle)
 /* Find the repository: $GATEMQ_SRC, else walk up from the binary. */
 static bool find_repo(void)
 {
-    const char *src = getenv("GATEMQ_SRC");
-    if (src && *src) {
-        int k = snprintf(cert_script, sizeof cert_script, "%s/tools/gatemq-cert", src);
-        return k > 0 && (size_t)k < sizeof cert_script && file_exists(cert_script);
-    }
-    char dir[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
-    if (n <= 0)
-        return false;
-    dir[n] = '\0';
-    for (;;) {
-        char *slash = strrchr(dir, '/');
-        if (!slash)
-            return false;
-        *slash = '\0';
-        int k = snprintf(cert_script, sizeof cert_script, "%s/tools/gatemq-cert", dir);
-        if (k > 0 && (size_t)k < sizeof cert_script && file_exists(cert_script))
-            return true;
-        if (!*dir)
-            return false;
-    }
+    return it_repo_path("tools/gatemq-cert", cert_script, sizeof cert_script);
 }
 
 /* ---- running tools -------------------------------------------------------- */
@@ -308,19 +284,12 @@ static int setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    remove(path);
-    return 0;
-}
-
 static int teardown(void **state)
 {
     fixture *fx = *state;
     if (!fx)
         return 0;
-    nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    it_remove_tree(fx->dir);
     free(fx->pki);
     free(fx);
     return 0;
@@ -778,7 +747,7 @@ static void test_bad_company_and_device_names_refused(void **state)
             fail();
         }
         free(out);
-        assert_false(file_exists(devices));
+        assert_false(it_file_exists(devices));
     }
     /* The refusal names the rule. */
     char *out = NULL;

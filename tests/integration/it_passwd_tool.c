@@ -9,13 +9,10 @@
  */
 #include "harness.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -80,19 +77,6 @@ static int run_tool(const char *a, const char *b, const char *c, const char *d,
     return st;
 }
 
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        it_fail("cannot find a free port: %s", strerror(errno));
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 typedef struct mosq {
     it_proc *proc;
     uint16_t port;
@@ -105,7 +89,7 @@ typedef struct mosq {
 static mosq start_mosquitto(const char *passwd)
 {
     for (int attempt = 0; attempt < 5; attempt++) {
-        mosq m = { .port = free_port() };
+        mosq m = { .port = it_free_port() };
         char conf[1024];
         snprintf(conf, sizeof conf,
                  "listener %u 127.0.0.1\nallow_anonymous false\npassword_file %s\n"

@@ -34,7 +34,6 @@
 #include "tls_util.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <limits.h>
@@ -66,15 +65,6 @@ static int db_counter;
 
 /* ---- program set-up --------------------------------------------------------- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 static int group_setup(void **state)
 {
     if (tn_group_setup(state) != 0)
@@ -102,7 +92,7 @@ static int teardown(void **state)
 {
     int rc = tn_teardown(state);
     if (tdir[0]) {
-        nftw(tdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        it_remove_tree(tdir);
         tdir[0] = '\0';
     }
     /* A test that failed while InfluxDB was halted: bring it back. */
@@ -815,31 +805,6 @@ static void test_platform_client_on_telemetry_topic_produces_no_point(void **sta
 
 /* ---- file sink ------------------------------------------------------------------------ */
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    size_t n;
-    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len < 2) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-            }
-            buf = nb;
-        }
-    }
-    fclose(f);
-    if (buf)
-        buf[len] = '\0';
-    return buf;
-}
-
 static int count_lines(const char *s)
 {
     int n = 0;
@@ -889,7 +854,7 @@ static void test_file_sink_gets_points_as_line_protocol(void **state)
 
     long deadline = it_now_ms() + SINK_TIMEOUT;
     char *text;
-    while (count_lines(text = slurp(path)) < 2) {
+    while (count_lines(text = it_read_file(path, NULL)) < 2) {
         if (it_now_ms() > deadline) {
             print_error("file sink holds:\n%s\n", text ? text : "(no file)");
             free(text);

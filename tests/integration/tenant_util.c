@@ -5,7 +5,6 @@
 #include "tls_util.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -56,35 +55,9 @@ static mbedtls_ctr_drbg_context tn_drbg;
 
 /* ---- program set-up --------------------------------------------------------- */
 
-static bool file_exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 static bool find_script(void)
 {
-    const char *src = getenv("GATEMQ_SRC");
-    if (src && *src) {
-        snprintf(tn_script, sizeof tn_script, "%.4000s/tools/gatemq-cert", src);
-        return file_exists(tn_script);
-    }
-    char dir[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
-    if (n <= 0)
-        return false;
-    dir[n] = '\0';
-    for (;;) {
-        char *slash = strrchr(dir, '/');
-        if (!slash)
-            return false;
-        *slash = '\0';
-        int k = snprintf(tn_script, sizeof tn_script, "%s/tools/gatemq-cert", dir);
-        if (k > 0 && (size_t)k < sizeof tn_script && file_exists(tn_script))
-            return true;
-        if (!*dir)
-            return false;
-    }
+    return it_repo_path("tools/gatemq-cert", tn_script, sizeof tn_script);
 }
 
 /* gatemq-cert with up to 4 arguments after the command and directory. */
@@ -132,20 +105,11 @@ int tn_group_setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 int tn_group_teardown(void **state)
 {
     (void)state;
     if (tn_root[0] && strncmp(tn_root, TN_DIR_PREFIX, strlen(TN_DIR_PREFIX)) == 0)
-        nftw(tn_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        it_remove_tree(tn_root);
     if (tn_rng_ready) {
         mbedtls_ctr_drbg_free(&tn_drbg);
         mbedtls_entropy_free(&tn_entropy);
@@ -350,13 +314,7 @@ static bool send_all(tn_conn *c, const void *bytes, size_t n)
             p += w;
             n -= (size_t)w;
         } else {
-            ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0)
-                return false;
-            p += w;
-            n -= (size_t)w;
+            return it_send_fd(c->fd, p, n);
         }
     }
     return true;

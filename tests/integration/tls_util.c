@@ -3,15 +3,11 @@
  */
 #include "tls_util.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <libgen.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,27 +51,12 @@ void tu__fmt(char *buf, size_t n, const char *fmt, ...)
         it_fail("string too long for its buffer: %s", fmt);
 }
 
-static bool file_exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 static void remove_tree(const char *dir)
 {
     /* Only directories this file created. */
     if (strncmp(dir, TU_DIR_PREFIX, strlen(TU_DIR_PREFIX)) != 0)
         return;
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    it_remove_tree(dir);
 }
 
 static bool make_dir(char *out, size_t n)
@@ -91,27 +72,7 @@ static bool make_dir(char *out, size_t n)
 
 static bool find_repo(void)
 {
-    const char *src = getenv("GATEMQ_SRC");
-    if (src && *src) {
-        int k = snprintf(tu_script, sizeof tu_script, "%s/tools/gatemq-cert", src);
-        return k > 0 && (size_t)k < sizeof tu_script && file_exists(tu_script);
-    }
-    char dir[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
-    if (n <= 0)
-        return false;
-    dir[n] = '\0';
-    for (;;) {
-        char *slash = strrchr(dir, '/');
-        if (!slash)
-            return false;
-        *slash = '\0';
-        int k = snprintf(tu_script, sizeof tu_script, "%s/tools/gatemq-cert", dir);
-        if (k > 0 && (size_t)k < sizeof tu_script && file_exists(tu_script))
-            return true;
-        if (!*dir)
-            return false;
-    }
+    return it_repo_path("tools/gatemq-cert", tu_script, sizeof tu_script);
 }
 
 static void find_passwd(void)
@@ -356,31 +317,6 @@ const char *tu_pki_copy(const char *pki)
     it_fail("temporary directory vanished");
 }
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 4096, n = 0, r;
-    char *buf = malloc(cap + 1);
-    while (buf && (r = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap) {
-            cap *= 2;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb)
-                free(buf);
-            buf = nb;
-        }
-    }
-    fclose(f);
-    if (buf)
-        buf[n] = '\0';
-    if (len)
-        *len = n;
-    return buf;
-}
-
 static void write_atomic(const char *path, const char *data, size_t n)
 {
     char tmp[PATH_MAX + 16];
@@ -397,7 +333,7 @@ static void write_atomic(const char *path, const char *data, size_t n)
 void tu__copy(const char *src, const char *dst)
 {
     size_t n;
-    char *data = slurp(src, &n);
+    char *data = it_read_file(src, &n);
     if (!data)
         it_fail("cannot read %s: %s", src, strerror(errno));
     char tmp[PATH_MAX + 16];
@@ -447,23 +383,10 @@ void tu__tls_from(tu_tls *m, const char *pki)
 
 /* ---- broker -------------------------------------------------------------- */
 
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        it_fail("cannot find a free port: %s", strerror(errno));
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 it_broker *tu__start(const tu_tls *m, const char *listener_keys, const char *global,
                      uint16_t *tls_port)
 {
-    uint16_t port = free_port();
+    uint16_t port = it_free_port();
     size_t n = 4 * PATH_MAX + 256 + (listener_keys ? strlen(listener_keys) : 0) +
                (global ? strlen(global) : 0);
     char *conf = malloc(n);
@@ -490,7 +413,7 @@ int tu_log_count(const it_broker *b, const char *text)
     /* The broker's stderr is its log file: read it through /proc. */
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/fd/2", (int)it_broker_pid(b));
-    char *log = slurp(path, NULL);
+    char *log = it_read_file(path, NULL);
     if (!log)
         return it_broker_log_contains(b, text) ? 1 : 0;
     int count = 0;
